@@ -1,0 +1,3 @@
+module amime.dev/amime
+
+go 1.26
