@@ -1,0 +1,122 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// applyAddons applies the manifests of deploy/ exactly as an operator of a real
+// cluster would (kubectl apply), then waits until every DaemonSet and Deployment in
+// kube-system is available. This way the lab proves the real-cluster path each
+// time it starts.
+func (l *Lab) applyAddons(ctx context.Context, cs *kubernetes.Clientset) error {
+	files, err := addonFiles(l.DeployDir)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	kubectl, err := l.kubectl()
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", l.KubeconfigPath(), "apply", "--server-side", "--force-conflicts", "-f", f)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("kubectl apply -f %s: %v: %s", f, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return waitFor(ctx, 180*time.Second, daemon{}, func() error {
+		dss, err := cs.AppsV1().DaemonSets("kube-system").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, ds := range dss.Items {
+			if ds.Status.DesiredNumberScheduled == 0 || ds.Status.NumberAvailable < ds.Status.DesiredNumberScheduled {
+				return fmt.Errorf("daemonset %s: %d of %d available", ds.Name, ds.Status.NumberAvailable, ds.Status.DesiredNumberScheduled)
+			}
+		}
+		deps, err := cs.AppsV1().Deployments("kube-system").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, d := range deps.Items {
+			want := int32(1)
+			if d.Spec.Replicas != nil {
+				want = *d.Spec.Replicas
+			}
+			if d.Status.AvailableReplicas < want {
+				return fmt.Errorf("deployment %s: %d of %d available", d.Name, d.Status.AvailableReplicas, want)
+			}
+		}
+		return nil
+	})
+}
+
+// addonFiles lists the manifests to apply, in name order (the files are numbered).
+func addonFiles(dir string) ([]string, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && (strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// kubectl finds a kubectl: the one on PATH, else the one built with the control plane.
+func (l *Lab) kubectl() (string, error) {
+	if p, err := exec.LookPath("kubectl"); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(filepath.Dir(l.ControlPlaneBin), "kubectl")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("kubectl not found: run `make deps`")
+}
+
+// healthy reports whether the lab's processes run and its apiserver answers.
+func (l *Lab) healthy(ctx context.Context) error {
+	for _, d := range l.daemons() {
+		if _, ok := d.running(); !ok {
+			return fmt.Errorf("%s is not running", d.name)
+		}
+	}
+	for i := 1; i <= l.Nodes; i++ {
+		if _, ok := l.nodeDaemon(i).running(); !ok {
+			return fmt.Errorf("node runtime of %s is not running", l.NodeName(i))
+		}
+	}
+	cs, err := l.adminClient()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
+		return fmt.Errorf("apiserver not ready: %w", err)
+	}
+	return l.nodesReady(ctx, cs)
+}

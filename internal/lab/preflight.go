@@ -1,0 +1,48 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+)
+
+// dependency is a program the lab needs and the Debian package that provides it.
+type dependency struct {
+	path, pkg string
+}
+
+var dependencies = []dependency{
+	{"ip", "iproute2"},
+	{"nsenter", "util-linux"},
+	{"umount", "mount"},
+	{"curl", "curl"},
+	{"nft", "nftables"},
+	{"/usr/lib/cni/bridge", "containernetworking-plugins"},
+	{"/usr/lib/cni/host-local", "containernetworking-plugins"},
+	{"/usr/lib/cni/loopback", "containernetworking-plugins"},
+}
+
+// Preflight checks that the lab can run here, and says what to do when it cannot.
+func Preflight(bin, controlPlaneBin string) error {
+	var errs []error
+	if os.Geteuid() != 0 {
+		errs = append(errs, errors.New("the lab needs root (it creates network namespaces and links): run it with sudo"))
+	}
+	var missing []string
+	for _, d := range dependencies {
+		if _, err := exec.LookPath(d.path); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", d.path, d.pkg))
+		}
+	}
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("missing dependencies: %v: run `make deps` (or `apt-get install` them)", missing))
+	}
+	if _, err := os.Stat(controlPlaneBin); err != nil {
+		errs = append(errs, fmt.Errorf("control plane binary %s not found: run `make build`", controlPlaneBin))
+	}
+	if _, err := os.Stat(bin); err != nil {
+		errs = append(errs, fmt.Errorf("amime binary %s not found: run `make build`", bin))
+	}
+	return errors.Join(errs...)
+}
