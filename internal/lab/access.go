@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"amime.dev/amime/internal/netns"
+	"amime.dev/amime/internal/nsenter"
 	"amime.dev/amime/internal/proc"
 )
 
@@ -59,7 +60,6 @@ func (l *Lab) containerDir(ctx context.Context, t ExecTarget) (string, *corev1.P
 // returns the command's exit code.
 func (l *Lab) Exec(ctx context.Context, t ExecTarget, argv []string) (int, error) {
 	var args []string
-	var env []string
 	switch {
 	case t.External:
 		args = []string{"--net=" + netns.Path(l.ExternalNetns())}
@@ -84,24 +84,15 @@ func (l *Lab) Exec(ctx context.Context, t ExecTarget, argv []string) (int, error
 		if err != nil || !r.Alive() {
 			return 0, fmt.Errorf("container of pod %s/%s is not running", t.Namespace, t.Pod)
 		}
-		pid := strconv.Itoa(r.Pid)
-		args = []string{"--target", pid, "--net", "--mount", "--uts"}
-		if cwd, err := os.Readlink("/proc/" + pid + "/cwd"); err == nil {
-			args = append(args, "--wdns="+cwd)
-		}
-		if b, err := os.ReadFile("/proc/" + pid + "/environ"); err == nil {
-			for _, kv := range strings.Split(string(b), "\x00") {
-				if kv != "" {
-					env = append(env, kv)
-				}
-			}
-		}
+		cmd := nsenter.Command(ctx, r.Pid, argv)
+		return runAttached(cmd)
 	}
-	cmd := exec.CommandContext(ctx, "nsenter", append(append(args, "--"), argv...)...)
+	return runAttached(exec.CommandContext(ctx, "nsenter", append(append(args, "--"), argv...)...))
+}
+
+// runAttached runs cmd on the caller's terminal and returns its exit code.
+func runAttached(cmd *exec.Cmd) (int, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if env != nil {
-		cmd.Env = env
-	}
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

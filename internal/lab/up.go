@@ -198,14 +198,13 @@ func (l *Lab) Up(ctx context.Context) error {
 		return err
 	}
 	if prev, err := LoadConfig(l.StateRoot, l.Name); err == nil {
-		if prev.Nodes != l.Nodes || prev.IPFamily != l.IPFamily {
-			if l.healthy(ctx) == nil {
-				return fmt.Errorf("lab %q is running with %d nodes (%s); run `amime lab down --name %s` first to change its shape", l.Name, prev.Nodes, prev.IPFamily, l.Name)
-			}
+		running := l.controlPlaneUp(ctx) == nil
+		if running && (prev.Nodes != l.Nodes || prev.IPFamily != l.IPFamily) {
+			return fmt.Errorf("lab %q is running with %d nodes (%s); run `amime lab down --name %s` first to change its shape", l.Name, prev.Nodes, prev.IPFamily, l.Name)
 		}
-		if l.healthy(ctx) == nil {
-			fmt.Fprintf(l.Out, "lab %q is already up (%d nodes); nothing to do\n", l.Name, prev.Nodes)
-			return nil
+		if running {
+			l.Config = prev
+			return l.repair(ctx)
 		}
 		fmt.Fprintf(l.Out, "lab %q was left half-running; cleaning up first\n", l.Name)
 		old := *l
@@ -241,6 +240,39 @@ func (l *Lab) Up(ctx context.Context) error {
 		}
 	}
 	fmt.Fprintf(l.Out, "lab %q is up in %.1fs: %d nodes Ready\nexport KUBECONFIG=%s\n", l.Name, time.Since(start).Seconds(), l.Nodes, l.KubeconfigPath())
+	return nil
+}
+
+// repair brings a lab whose control plane runs back to full health: node
+// runtimes that died are started again (they adopt their running pods). On a
+// healthy lab it changes nothing.
+func (l *Lab) repair(ctx context.Context) error {
+	cs, err := l.adminClient()
+	if err != nil {
+		return err
+	}
+	restarted := 0
+	for i := 1; i <= l.Nodes; i++ {
+		d := l.nodeDaemon(i)
+		if _, ok := d.running(); !ok {
+			fmt.Fprintf(l.Out, "node runtime of %s is not running; starting it\n", l.NodeName(i))
+			if err := d.start(); err != nil {
+				return err
+			}
+			restarted++
+		}
+	}
+	if restarted == 0 && l.nodesReady(ctx, cs) == nil {
+		fmt.Fprintf(l.Out, "lab %q is already up (%d nodes Ready); nothing to do\nexport KUBECONFIG=%s\n", l.Name, l.Nodes, l.KubeconfigPath())
+		return nil
+	}
+	if err := l.step(1, 2, "waiting for nodes Ready", func() error { return l.startNodes(ctx, cs) }); err != nil {
+		return err
+	}
+	if err := l.step(2, 2, "add-ons from deploy/", func() error { return l.applyAddons(ctx, cs) }); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.Out, "lab %q is up: %d nodes Ready\nexport KUBECONFIG=%s\n", l.Name, l.Nodes, l.KubeconfigPath())
 	return nil
 }
 

@@ -336,6 +336,13 @@ func (w *podWorker) syncContainers(ctx context.Context, pod *corev1.Pod) {
 func (w *podWorker) syncOne(ctx context.Context, pod *corev1.Pod, spec *corev1.Container, c *containerState, policy corev1.RestartPolicy) {
 	c.mu.Lock()
 	livenessFailure := c.livenessFailure
+	if c.running && c.probes == nil {
+		// Adopted from a previous run: resume probing, and keep the readiness the
+		// pod last reported so that a node runtime restart does not drop traffic.
+		c.started = true
+		c.ready = spec.ReadinessProbe == nil || reportedReady(pod, c.name)
+		c.probes = w.startProbes(pod, spec, c)
+	}
 	c.mu.Unlock()
 	if c.running {
 		if livenessFailure != "" {
@@ -373,6 +380,17 @@ func (w *podWorker) syncOne(ctx context.Context, pod *corev1.Pod, spec *corev1.C
 		c.RestartCount++
 	}
 	w.startContainer(ctx, pod, spec, c)
+}
+
+func reportedReady(pod *corev1.Pod, name string) bool {
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses} {
+		for _, cs := range list {
+			if cs.Name == name {
+				return cs.Ready
+			}
+		}
+	}
+	return false
 }
 
 func gracePeriod(pod *corev1.Pod) time.Duration {

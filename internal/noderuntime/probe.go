@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -15,6 +14,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"amime.dev/amime/internal/nsenter"
 )
 
 // probeSet runs the probes of one running container.
@@ -267,20 +268,7 @@ func containerCommand(ctx context.Context, c *containerState, argv []string) (*e
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("empty command")
 	}
-	pid := strconv.Itoa(r.Pid)
-	args := append([]string{"--target", pid, "--net", "--mount", "--uts", "--wdns=/", "--"}, argv...)
-	if dir, err := os.Readlink("/proc/" + pid + "/cwd"); err == nil {
-		args[4] = "--wdns=" + dir
-	}
-	cmd := exec.CommandContext(ctx, "nsenter", args...)
-	if env, err := os.ReadFile("/proc/" + pid + "/environ"); err == nil {
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if kv != "" {
-				cmd.Env = append(cmd.Env, kv)
-			}
-		}
-	}
-	return cmd, nil
+	return nsenter.Command(ctx, r.Pid, argv), nil
 }
 
 // runHandler runs a lifecycle hook (exec, httpGet, sleep) with a deadline.
