@@ -1,0 +1,163 @@
+//go:build e2e
+
+// Package e2e tests amime against a real lab: one lab, named "e2e" and on its own
+// addresses, is shared by the whole suite and taken down by the last test.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+var (
+	amimeBin = flag.String("amime-bin", "../../bin/amime", "the amime binary under test")
+	keep     = flag.Bool("keep", false, "leave the lab up after the tests")
+)
+
+const labName = "e2e"
+
+// labFlags keep the suite's lab apart from a lab the user may be running.
+var labFlags = []string{"--name", labName}
+
+var upFlags = []string{"--nodes", "3", "--underlay", "172.30.9.0/24", "--underlay-v6", "fd00:a:e9::/64", "--etcd-port", "12479"}
+
+var (
+	cs         *kubernetes.Clientset
+	kubeconfig string
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e: skipped, the lab needs root")
+		os.Exit(0)
+	}
+	bin, err := filepath.Abs(*amimeBin)
+	if err != nil {
+		panic(err)
+	}
+	*amimeBin = bin
+	// A previous run may have crashed: start clean.
+	_, _ = run(context.Background(), *amimeBin, append([]string{"lab", "down"}, labFlags...)...)
+	start := time.Now()
+	out, err := run(context.Background(), *amimeBin, append(append([]string{"lab", "up"}, labFlags...), upFlags...)...)
+	fmt.Print(out)
+	if err != nil {
+		fmt.Println("e2e: lab up failed:", err)
+		_, _ = run(context.Background(), *amimeBin, append([]string{"lab", "down"}, labFlags...)...)
+		os.Exit(1)
+	}
+	fmt.Printf("e2e: lab up in %.1fs\n", time.Since(start).Seconds())
+	out, err = run(context.Background(), *amimeBin, append([]string{"lab", "kubeconfig"}, labFlags...)...)
+	if err != nil {
+		fmt.Println("e2e:", err)
+		os.Exit(1)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	kubeconfig = lines[len(lines)-1]
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		fmt.Println("e2e:", err)
+		os.Exit(1)
+	}
+	cs = kubernetes.NewForConfigOrDie(cfg)
+	code := m.Run()
+	if *keep {
+		fmt.Printf("e2e: lab left up: export KUBECONFIG=%s\n", kubeconfig)
+	} else {
+		_, _ = run(context.Background(), *amimeBin, append([]string{"lab", "down"}, labFlags...)...)
+	}
+	os.Exit(code)
+}
+
+// run runs a command and returns its combined output.
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	var buf bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	if err != nil {
+		return buf.String(), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, buf.String())
+	}
+	return buf.String(), nil
+}
+
+// kubectl runs the real kubectl against the lab.
+func kubectl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	return run(context.Background(), "kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+}
+
+// mustKubectl fails the test when kubectl fails.
+func mustKubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectl(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// apply applies a manifest given as text.
+func apply(t *testing.T, manifest string) {
+	t.Helper()
+	cmd := exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+// amime runs the amime CLI against the suite's lab.
+func amime(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	if len(args) >= 2 && args[0] == "lab" {
+		args = append(append([]string{"lab", args[1]}, labFlags...), args[2:]...)
+	}
+	return run(context.Background(), *amimeBin, args...)
+}
+
+// eventually polls fn until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = fn(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// namespace creates a namespace for one test and deletes it at the end.
+func namespace(t *testing.T, name string) string {
+	t.Helper()
+	mustKubectl(t, "create", "namespace", name)
+	t.Cleanup(func() {
+		_, _ = kubectl(t, "delete", "namespace", name, "--wait=false")
+	})
+	return name
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
