@@ -23,7 +23,7 @@ show kubectl get pods -o wide -l app=hello
 
 say "From the netshoot pod, every hello pod answers with its own address and name."
 for ip in $(kubectl get pods -l app=hello -o jsonpath='{.items[*].status.podIP}'); do
-  printf '$ kubectl exec netshoot -- curl -s http://%s/ | grep -E "Server (address|name)"\n' "$ip"
+  printf '$ kubectl exec netshoot -- curl -s http://%s/    (the page'"'"'s Server lines)\n' "$ip"
   kubectl exec netshoot -- curl -s --max-time 5 "http://$ip/" | sed -n 's/<[^>]*>//g; s/&nbsp;/ /g; /Server \(address\|name\)/p' | sed 's/^ *//'
 done
 

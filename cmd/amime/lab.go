@@ -192,7 +192,21 @@ func newLabCommand() *cobra.Command {
 	logs.Flags().BoolVarP(&previous, "previous", "p", false, "the previous instance of the container")
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 
-	cmd.AddCommand(up, down, status, kubeconfig, exec, logs, newNodeCommand(), newShimCommand())
+	cniCheck := &cobra.Command{
+		Use:   "cni-check [-n NS] POD",
+		Short: "Run CNI CHECK for a pod (the node runtime calls the plugins, as a runtime would)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := existing()
+			if err != nil {
+				return err
+			}
+			return l.CNICheck(cmd.Context(), os.Stdout, ns, args[0])
+		},
+	}
+	cniCheck.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the pod")
+
+	cmd.AddCommand(up, down, status, kubeconfig, exec, logs, cniCheck, newNodeCommand(), newShimCommand())
 	return cmd
 }
 

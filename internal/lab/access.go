@@ -2,10 +2,14 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -206,4 +210,49 @@ func (l *Lab) Status(ctx context.Context, w io.Writer) error {
 	tw.Flush()
 	fmt.Fprintf(w, "\nexport KUBECONFIG=%s\n", l.KubeconfigPath())
 	return nil
+}
+
+// CNICheck asks the node runtime of the pod's node to run CNI CHECK for it,
+// authenticating with the apiserver's kubelet client certificate.
+func (l *Lab) CNICheck(ctx context.Context, w io.Writer, namespace, pod string) error {
+	cs, err := l.adminClient()
+	if err != nil {
+		return err
+	}
+	p, err := cs.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if p.Status.HostIP == "" {
+		return fmt.Errorf("pod %s/%s is not running on a node yet", namespace, pod)
+	}
+	cert, err := tls.LoadX509KeyPair(l.path("pki", "apiserver-kubelet-client.crt"), l.path("pki", "apiserver-kubelet-client.key"))
+	if err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(l.path("pki", "ca.crt"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool},
+	}}
+	url := fmt.Sprintf("https://%s/amime/cni-check/%s/%s", net.JoinHostPort(p.Status.HostIP, "10250"), namespace, pod)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("node runtime of %s: %w", p.Spec.NodeName, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", strings.TrimSpace(string(body)))
+	}
+	_, err = w.Write(body)
+	return err
 }

@@ -266,6 +266,21 @@ func (w *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod) error {
 	return writeJSON(filepath.Join(w.dir, "sandbox.json"), w.sandbox)
 }
 
+// sandboxSnapshot returns the persisted sandbox of a pod with a network of its own.
+func (w *podWorker) sandboxSnapshot() (*sandboxState, error) {
+	var sb sandboxState
+	if err := readJSON(filepath.Join(w.dir, "sandbox.json"), &sb); err != nil {
+		return nil, err
+	}
+	if sb.HostNetwork {
+		return nil, fmt.Errorf("pod uses the node's network; there is no CNI attachment to check")
+	}
+	if !sb.CNIDone {
+		return nil, fmt.Errorf("pod network is not set up")
+	}
+	return &sb, nil
+}
+
 // teardownSandbox releases the pod's network (CNI DEL, namespace).
 func (w *podWorker) teardownSandbox(ctx context.Context) {
 	sb := w.sandbox

@@ -51,6 +51,7 @@ func (r *Runtime) serveKubeletAPI(ctx context.Context) error {
 	mux.HandleFunc("/exec/{ns}/{pod}/{container}", r.handleExec)
 	mux.HandleFunc("/exec/{ns}/{pod}/{uid}/{container}", r.handleExec)
 	mux.HandleFunc("POST /run/{ns}/{pod}/{container}", r.handleRun)
+	mux.HandleFunc("POST /amime/cni-check/{ns}/{pod}", r.handleCNICheck)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -274,6 +275,32 @@ func (r *Runtime) handleRun(w http.ResponseWriter, req *http.Request) {
 	}
 	out, _ := cmd.CombinedOutput()
 	w.Write(out)
+}
+
+// handleCNICheck runs CNI CHECK for a pod on demand (`amime lab cni-check`): the
+// plugins verify that the pod's interfaces, addresses and routes are as they set
+// them up.
+func (r *Runtime) handleCNICheck(w http.ResponseWriter, req *http.Request) {
+	pod, err := r.podLister.Pods(req.PathValue("ns")).Get(req.PathValue("pod"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	pw := r.worker(pod.UID)
+	if pw == nil {
+		http.Error(w, "pod has no sandbox on this node", http.StatusNotFound)
+		return
+	}
+	sb, err := pw.sandboxSnapshot()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	if err := r.cni.check(req.Context(), sb); err != nil {
+		http.Error(w, "CNI CHECK failed: "+err.Error(), http.StatusConflict)
+		return
+	}
+	fmt.Fprintf(w, "CNI CHECK ok: pod %s/%s, network namespace %s, IPs %s\n", pod.Namespace, pod.Name, sb.Netns, strings.Join(sb.IPs, ", "))
 }
 
 // executor runs kubectl exec sessions in pod containers.
