@@ -39,6 +39,9 @@ func imageRef(image string) (repo, tag string) {
 
 // hostToolImages run the container's command on the host; the value is the
 // image's default command when the pod gives none (its ENTRYPOINT + CMD).
+// Except for the images in toolEntrypoints, these images have no ENTRYPOINT:
+// args given without a command replace the default (kubectl run --image=busybox
+// -- sleep 3600 runs "sleep 3600").
 var hostToolImages = map[string][]string{
 	"busybox":                                    {"sh"},
 	"alpine":                                     {"sh"},
@@ -59,6 +62,10 @@ var hostToolImages = map[string][]string{
 	"e2e-test-images/volume/nfs":                 nil,
 	"kubernetes-e2e-test-images/jessie-dnsutils": {"sh"},
 }
+
+// toolEntrypoints are the host tool images whose ENTRYPOINT runs the default
+// command with the pod's args (curlimages/curl: args [-s, URL] run curl -s URL).
+var toolEntrypoints = map[string]bool{"curlimages/curl": true}
 
 // builtinImages map to a built-in workload (`amime workload NAME`).
 func builtinWorkload(repo, tag string) (string, bool) {
@@ -133,7 +140,7 @@ func containerArgv(c *corev1.Container, amimeBin string, look lookPathFunc) ([]s
 		return nil, fmt.Errorf("image %q is not mapped in the amime lab (images are mapped to local programs, not pulled); mapped images: amime, agnhost, pause, nginx, nginxdemos/hello, and tool images such as busybox, alpine, nicolaka/netshoot, curlimages/curl that run their command on the host", c.Image)
 	}
 	argv := append(append([]string{}, c.Command...), c.Args...)
-	if len(c.Command) == 0 {
+	if len(c.Command) == 0 && (len(c.Args) == 0 || toolEntrypoints[repo]) {
 		if def == nil {
 			return nil, fmt.Errorf("image %q has no command the lab can run on the host: give the container a command", c.Image)
 		}

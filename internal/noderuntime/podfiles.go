@@ -116,7 +116,7 @@ func mergeDNSOptions(base []string, extra []corev1.PodDNSConfigOption) []string 
 	}
 	for _, o := range extra {
 		s := o.Name
-		if o.Value != nil {
+		if o.Value != nil && *o.Value != "" {
 			s += ":" + *o.Value
 		}
 		if i, ok := index[o.Name]; ok {
@@ -190,7 +190,8 @@ func serviceEnv(pod *corev1.Pod, services []*corev1.Service) []corev1.EnvVar {
 			continue
 		}
 		if s.Namespace == metav1NamespaceDefault && s.Name == "kubernetes" {
-			if _, taken := chosen[s.Name]; !taken || pod.Namespace != metav1NamespaceDefault {
+			// As the kubelet: a "kubernetes" Service of the pod's own namespace wins.
+			if _, taken := chosen[s.Name]; !taken {
 				chosen[s.Name] = s
 			}
 			continue
@@ -268,8 +269,11 @@ func expandVars(s string, lookup func(string) (string, bool)) string {
 		case '(':
 			end := strings.IndexByte(s[i+2:], ')')
 			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
+				// An incomplete reference is kept as written; expansion goes on
+				// after it (so "$$" later in s still escapes).
+				b.WriteString("$(")
+				i++
+				continue
 			}
 			name := s[i+2 : i+2+end]
 			if v, ok := lookup(name); ok {

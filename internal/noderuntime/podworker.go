@@ -48,6 +48,7 @@ type podWorker struct {
 	containers map[string]*containerState
 	cmu        sync.Mutex
 
+	lastSent     *corev1.PodStatus // the status last patched, until the informer shows it
 	terminating  bool
 	termDeadline time.Time
 	killed       chan struct{}
@@ -142,6 +143,7 @@ func (w *podWorker) sync() bool {
 		w.teardownSandbox(ctx)
 		return false
 	}
+	t0 := time.Now()
 	if err := w.ensureSandbox(ctx, pod); err != nil {
 		w.sandboxErr = err.Error()
 		w.log.Warn("pod sandbox", "err", err)
@@ -150,11 +152,16 @@ func (w *podWorker) sync() bool {
 		return false
 	}
 	w.sandboxErr = ""
+	t1 := time.Now()
+	w.log.Debug("sandbox ready", "took", t1.Sub(t0))
 	if err := w.writePodFiles(ctx, pod); err != nil {
 		w.log.Warn("pod files", "err", err)
 	}
+	t2 := time.Now()
 	w.syncContainers(ctx, pod)
+	t3 := time.Now()
 	w.postStatus(ctx, pod)
+	w.log.Debug("pod synced", "files", t2.Sub(t1), "containers", t3.Sub(t2), "status", time.Since(t3))
 	return false
 }
 

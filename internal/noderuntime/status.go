@@ -2,11 +2,14 @@ package noderuntime
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 )
 
 // containerView is what status computation needs to know about one container.
@@ -61,13 +64,16 @@ func computeStatus(pod *corev1.Pod, v podView, now metav1.Time) corev1.PodStatus
 
 	s.InitContainerStatuses = nil
 	initDone := true
+	// As the kubelet: once a regular container has run, a restarting sidecar does
+	// not put the pod back into initialization (and Pending).
+	regularStarted := someStarted(pod, v)
 	for _, c := range pod.Spec.InitContainers {
 		cv := v.Containers[c.Name]
 		cs := containerStatus(c, cv)
 		s.InitContainerStatuses = append(s.InitContainerStatuses, cs)
 		sidecar := c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 		if sidecar {
-			if !cv.Running || !cv.Started {
+			if (!cv.Running || !cv.Started) && !regularStarted {
 				initDone = false
 			}
 		} else if cv.Running || cv.LastExit == nil || cv.LastExit.ExitCode != 0 {
@@ -93,9 +99,9 @@ func computeStatus(pod *corev1.Pod, v podView, now metav1.Time) corev1.PodStatus
 			anyFailed = true
 		}
 	}
-	for _, c := range pod.Spec.InitContainers {
+	for i, c := range pod.Spec.InitContainers {
 		sidecar := c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
-		if sidecar && !v.Containers[c.Name].Ready {
+		if sidecar && !s.InitContainerStatuses[i].Ready {
 			allReady = false
 		}
 	}
@@ -172,11 +178,15 @@ func someStarted(pod *corev1.Pod, v podView) bool {
 }
 
 // initFailedForGood: an init container failed and the policy forbids retries.
+// Sidecars (restartPolicy Always) are restarted whatever the pod's policy.
 func initFailedForGood(pod *corev1.Pod, v podView) bool {
 	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
 		return false
 	}
 	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			continue
+		}
 		cv := v.Containers[c.Name]
 		if !cv.Running && cv.LastExit != nil && cv.LastExit.ExitCode != 0 {
 			return true
@@ -289,7 +299,11 @@ func itoa(i int) string {
 	return string(b)
 }
 
-// postStatus writes the pod status when it changed.
+// postStatus writes the pod status when it changed. Like the kubelet's status
+// manager it sends a patch computed against the status it last saw, so that a
+// concurrent writer (the scheduler, another controller adding a readiness-gate
+// condition) never makes it fail with a conflict, and it skips a status it has
+// already sent while the informer has not caught up yet.
 func (w *podWorker) postStatus(ctx context.Context, pod *corev1.Pod) {
 	now := metav1.Now()
 	s := computeStatus(pod, w.view(), now)
@@ -302,12 +316,45 @@ func (w *podWorker) postStatus(ctx context.Context, pod *corev1.Pod) {
 		}
 	}
 	if apiequality.Semantic.DeepEqual(s, pod.Status) {
+		w.lastSent = nil
 		return
 	}
-	p := pod.DeepCopy()
-	p.Status = s
-	if _, err := w.r.client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		w.log.Debug("update pod status", "err", err)
-		w.kick()
+	if w.lastSent != nil && apiequality.Semantic.DeepEqual(s, *w.lastSent) {
+		return
 	}
+	patch, err := statusPatch(pod, s)
+	if err != nil {
+		w.log.Error("compute status patch", "err", err)
+		return
+	}
+	if _, err := w.r.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		w.log.Debug("patch pod status", "err", err)
+		w.lastSent = nil
+		w.kick()
+		return
+	}
+	w.lastSent = &s
+}
+
+// statusPatch is a strategic merge patch from the pod's status to s, with the
+// pod's UID as precondition so that it never lands on a new pod of the same name.
+func statusPatch(pod *corev1.Pod, s corev1.PodStatus) ([]byte, error) {
+	oldJSON, err := json.Marshal(corev1.Pod{Status: pod.Status})
+	if err != nil {
+		return nil, err
+	}
+	newJSON, err := json.Marshal(corev1.Pod{Status: s})
+	if err != nil {
+		return nil, err
+	}
+	p, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, newJSON, corev1.Pod{})
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(p, &m); err != nil {
+		return nil, err
+	}
+	m["metadata"] = map[string]any{"uid": string(pod.UID)}
+	return json.Marshal(m)
 }

@@ -269,13 +269,17 @@ func writeVolumeFiles(dir string, files map[string][]byte) error {
 			return err
 		}
 	}
-	// Remove keys that disappeared.
+	// Remove keys that disappeared (compared cleaned: a key "./a" is file "a").
+	keep := map[string]bool{}
+	for rel := range files {
+		keep[filepath.Clean(rel)] = true
+	}
 	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
-		if _, ok := files[rel]; !ok {
+		if !keep[rel] {
 			return os.Remove(p)
 		}
 		return nil
