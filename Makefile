@@ -48,7 +48,7 @@ unit:
 # End-to-end tests bring up their own lab (named "e2e", on its own addresses) and
 # take it down at the end.
 e2e: build
-	@$(GO) test -count=1 -timeout 40m -v ./test/e2e/... -args -amime-bin=$(BIN)/amime
+	@$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/... -args -amime-bin=$(BIN)/amime
 
 test: deps build vet unit e2e
 
