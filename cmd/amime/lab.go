@@ -81,6 +81,7 @@ func newLabCommand() *cobra.Command {
 	up.Flags().IntVar(&cfg.APIServerPort, "apiserver-port", cfg.APIServerPort, "apiserver port on the lab bridge")
 	up.Flags().IntVar(&cfg.EtcdPort, "etcd-port", cfg.EtcdPort, "etcd client port on loopback (peer port is the next one)")
 	up.Flags().StringVar(&cfg.ClusterDomain, "cluster-domain", cfg.ClusterDomain, "cluster DNS domain")
+	up.Flags().StringVar(&cfg.RoutingMode, "routing", cfg.RoutingMode, "how pods reach other nodes: overlay (VXLAN) or native (routes over the lab bridge)")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -243,6 +244,7 @@ func newNodeCommand() *cobra.Command {
 	var o noderuntime.Options
 	var ips, dns []string
 	var debug bool
+	hostMountFD := -1
 	c := &cobra.Command{
 		Use:    "node",
 		Short:  "Run the lab's node runtime (started by `lab up` inside a node namespace)",
@@ -257,6 +259,9 @@ func newNodeCommand() *cobra.Command {
 				o.NodeIPs = append(o.NodeIPs, a)
 			}
 			o.ClusterDNS = dns
+			if hostMountFD >= 0 {
+				o.HostMountNS = os.NewFile(uintptr(hostMountFD), "host-mount-ns")
+			}
 			o.Logger = newLogger(debug)
 			return noderuntime.Run(cmd.Context(), o)
 		},
@@ -273,10 +278,11 @@ func newNodeCommand() *cobra.Command {
 	f.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain")
 	f.StringVar(&o.PodNetnsPrefix, "pod-netns-prefix", "", "name prefix of pod network namespaces")
 	f.StringVar(&o.Zone, "zone", "", "topology zone label of the node")
-	f.BoolVar(&o.BootstrapCNI, "bootstrap-cni", false, "configure a bootstrap pod network (bridge + host-local) until the amime CNI runs")
 	f.StringVar(&o.CNIConfDir, "cni-conf-dir", "", "CNI configuration directory (default: <state-dir>/etc/cni/net.d)")
 	f.StringSliceVar(&o.CNIBinDirs, "cni-bin-dir", nil, "CNI plugin directories")
 	f.IntVar(&o.KubeletPort, "port", 10250, "kubelet API port")
+	f.BoolVar(&o.PrivateMounts, "private-mounts", false, "bind the node's state over "+strings.Join(noderuntime.NodePrivatePaths, ", ")+" (needs a mount namespace of its own)")
+	f.IntVar(&hostMountFD, "host-mount-ns-fd", -1, "open file descriptor of the mount namespace in which to pin pod network namespaces (with --private-mounts: the machine's)")
 	f.BoolVar(&debug, "debug", false, "debug logging")
 	return c
 }

@@ -12,12 +12,19 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"amime.dev/amime/internal/cni"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
 func main() {
+	// A container runtime runs the CNI plugin as this binary with no arguments and
+	// CNI_COMMAND in the environment.
+	if os.Getenv("CNI_COMMAND") != "" && len(os.Args) == 1 {
+		os.Exit(cni.Main(cniAbout()))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:])
 	stop()
@@ -38,7 +45,7 @@ func run(ctx context.Context, args []string) int {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newLabCommand(), newWorkloadCommand())
+	root.AddCommand(newAgentCommand(), newCNICommand(), newLabCommand(), newWorkloadCommand())
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	var ee exitError

@@ -74,8 +74,9 @@ func (l *Lab) Exec(ctx context.Context, t ExecTarget, argv []string) (int, error
 		}
 		r, ok := l.nodeDaemon(i).running()
 		if ok {
-			// Join the node runtime: the node's network and UTS (hostname) namespaces.
-			args = []string{"--target", strconv.Itoa(r.Pid), "--net", "--uts"}
+			// Join the node runtime: the node's network, UTS (hostname) and mount
+			// (node-private paths such as /etc/cni/net.d) namespaces.
+			args = []string{"--target", strconv.Itoa(r.Pid), "--net", "--uts", "--mount"}
 		} else {
 			args = []string{"--net=" + netns.Path(l.NodeNetns(i))}
 		}

@@ -7,9 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -19,12 +22,15 @@ import (
 // kube-system is available. This way the lab proves the real-cluster path each
 // time it starts.
 func (l *Lab) applyAddons(ctx context.Context, cs *kubernetes.Clientset) error {
+	if err := l.writeAgentConfig(ctx, cs); err != nil {
+		return err
+	}
 	files, err := addonFiles(l.DeployDir)
 	if err != nil {
 		return err
 	}
 	if len(files) == 0 {
-		return nil
+		return fmt.Errorf("no add-on manifests in %q: the lab needs deploy/ (the amime agent makes the nodes Ready)", l.DeployDir)
 	}
 	kubectl, err := l.kubectl()
 	if err != nil {
@@ -59,8 +65,32 @@ func (l *Lab) applyAddons(ctx context.Context, cs *kubernetes.Clientset) error {
 				return fmt.Errorf("deployment %s: %d of %d available", d.Name, d.Status.AvailableReplicas, want)
 			}
 		}
-		return nil
+		return l.nodesReady(ctx, cs)
 	})
+}
+
+// writeAgentConfig creates kube-system/amime-config, the amime agent's
+// configuration, from the lab's settings. The agent reaches the apiserver
+// directly: the in-cluster Service address needs the proxy the agent provides.
+func (l *Lab) writeAgentConfig(ctx context.Context, cs *kubernetes.Clientset) error {
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "amime-config", Namespace: "kube-system"},
+		Data: map[string]string{
+			"cluster-cidr":        joinPrefixes(l.PodCIDRs()),
+			"routing-mode":        l.RoutingMode,
+			"apiserver-host":      l.APIServerAddr().String(),
+			"apiserver-port":      strconv.Itoa(l.APIServerPort),
+			"non-masquerade-cidr": "",
+		},
+	}
+	_, err := cs.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		_, err = cs.CoreV1().ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("write kube-system/amime-config: %w", err)
+	}
+	return nil
 }
 
 // addonFiles lists the manifests to apply, in name order (the files are numbered).

@@ -42,6 +42,8 @@ type Config struct {
 	NodePortRange string       `json:"nodePortRange"`
 
 	ClusterDomain string `json:"clusterDomain"`
+	// RoutingMode is the amime agent's: overlay or native.
+	RoutingMode string `json:"routingMode"`
 
 	// Ports of the control plane. etcd listens on loopback, the apiserver on the
 	// bridge address only.
@@ -66,6 +68,7 @@ func Defaults() Config {
 		ServiceCIDRv6: netip.MustParsePrefix("fd00:10:96::/112"),
 		NodePortRange: "30000-32767",
 		ClusterDomain: "cluster.local",
+		RoutingMode:   "overlay",
 		APIServerPort: 6443,
 		EtcdPort:      12379,
 	}
@@ -131,6 +134,9 @@ func (c Config) Validate() error {
 		if c.PodCIDRv6.Overlaps(c.ServiceCIDRv6) || c.PodCIDRv6.Overlaps(c.UnderlayV6) || c.ServiceCIDRv6.Overlaps(c.UnderlayV6) {
 			errs = append(errs, fmt.Errorf("IPv6 pod CIDR %s, service CIDR %s and underlay %s must not overlap", c.PodCIDRv6, c.ServiceCIDRv6, c.UnderlayV6))
 		}
+	}
+	if c.RoutingMode != "overlay" && c.RoutingMode != "native" {
+		errs = append(errs, fmt.Errorf("routing mode %q: must be overlay or native", c.RoutingMode))
 	}
 	if c.ClusterDomain == "" {
 		errs = append(errs, errors.New("cluster domain: must not be empty"))
@@ -245,3 +251,23 @@ func (c Config) KubernetesServiceIP() netip.Addr { return hostAddr(c.ServiceCIDR
 
 // DNSServiceIP is the conventional cluster DNS address: host 10 of the primary Service range.
 func (c Config) DNSServiceIP() netip.Addr { return hostAddr(c.ServiceCIDRs()[0], 10) }
+
+// Outside addresses stand for the world beyond the cluster: the external
+// namespace holds them, and every node routes them via the external namespace,
+// so that egress masquerade can be observed without leaving the lab.
+var (
+	OutsideV4 = netip.MustParsePrefix("198.51.100.0/24")
+	OutsideV6 = netip.MustParsePrefix("2001:db8:5::/64")
+)
+
+// OutsideAddrs are the outside addresses of the external namespace.
+func (c Config) OutsideAddrs() []netip.Prefix {
+	var out []netip.Prefix
+	if c.HasV4() {
+		out = append(out, netip.PrefixFrom(hostAddr(OutsideV4, 1), 32))
+	}
+	if c.HasV6() {
+		out = append(out, netip.PrefixFrom(hostAddr(OutsideV6, 1), 128))
+	}
+	return out
+}

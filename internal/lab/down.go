@@ -39,6 +39,9 @@ func (l *Lab) Down() error {
 	if err := unmountUnder(l.Dir()); err != nil {
 		errs = append(errs, err)
 	}
+	if err := removeCreatedPaths(l.path("nodes")); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(l.Dir()); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", l.Dir(), err))
@@ -97,6 +100,47 @@ func unmountUnder(dir string) error {
 	for _, m := range mounts {
 		if out, err := exec.Command("umount", "-l", m).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("umount %s: %v: %s", m, err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCreatedPaths removes the mount points the node runtimes and pods had to
+// create on the machine (recorded in nodes/*/created-paths): empty directories
+// and empty files only, so nothing that was written there since is lost.
+func removeCreatedPaths(nodesDir string) error {
+	logs, _ := filepath.Glob(filepath.Join(nodesDir, "*", "created-paths"))
+	seen := map[string]bool{}
+	for _, f := range logs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, p := range strings.Split(string(b), "\n") {
+			if p = strings.TrimSpace(p); p != "" && filepath.IsAbs(p) && p != "/" {
+				seen[filepath.Clean(p)] = true
+			}
+		}
+	}
+	var errs []error
+	for top := range seen {
+		var paths []string
+		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err == nil {
+				paths = append(paths, p)
+			}
+			return nil
+		})
+		// Deepest first, so that directories are empty when their turn comes.
+		sort.Slice(paths, func(i, j int) bool { return len(paths[i]) > len(paths[j]) })
+		for _, p := range paths {
+			st, err := os.Lstat(p)
+			if err != nil || (!st.IsDir() && st.Size() > 0) {
+				continue
+			}
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

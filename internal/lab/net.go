@@ -37,6 +37,55 @@ func setupUnderlay(c Config) error {
 			return fmt.Errorf("link %s to the lab bridge: %w", name, err)
 		}
 	}
+	return setupOutside(c)
+}
+
+// setupOutside gives the external namespace the "outside world" addresses and
+// routes them from every node via the external namespace, so that traffic from
+// pods to the outside (and its masquerade) stays inside the lab.
+func setupOutside(c Config) error {
+	ext, err := vnetns.GetFromPath(netns.Path(c.ExternalNetns()))
+	if err != nil {
+		return err
+	}
+	defer ext.Close()
+	h, err := netlink.NewHandleAt(ext)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	if err := addAddrs(func(...int) (*netlink.Handle, error) { return netlink.NewHandleAt(ext) }, lo, c.OutsideAddrs()); err != nil {
+		return err
+	}
+	for i := 1; i <= c.Nodes; i++ {
+		nsh, err := vnetns.GetFromPath(netns.Path(c.NodeNetns(i)))
+		if err != nil {
+			return err
+		}
+		nh, err := netlink.NewHandleAt(nsh)
+		if err != nil {
+			nsh.Close()
+			return err
+		}
+		for _, gw := range c.ExternalAddrs() {
+			dst := OutsideV4
+			if gw.Addr().Is6() {
+				dst = OutsideV6
+			}
+			r := &netlink.Route{Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}, Gw: gw.Addr().AsSlice()}
+			if err := nh.RouteReplace(r); err != nil {
+				nh.Close()
+				nsh.Close()
+				return fmt.Errorf("route to the outside from %s: %w", c.NodeNetns(i), err)
+			}
+		}
+		nh.Close()
+		nsh.Close()
+	}
 	return nil
 }
 

@@ -16,13 +16,16 @@ import (
 // daemon is a long-running lab process. It runs in its own session so that it
 // outlives the `lab up` command, and is found again through its pid file.
 type daemon struct {
-	name    string
-	bin     string
-	args    []string
-	netns   string // empty: the root namespace
-	newUTS  bool
-	logPath string
-	pidPath string
+	name   string
+	bin    string
+	args   []string
+	netns  string // empty: the root namespace
+	newUTS bool
+	newNS  bool
+	// passMountNS hands the caller's mount namespace to the daemon as fd 3.
+	passMountNS bool
+	logPath     string
+	pidPath     string
 }
 
 func (d daemon) running() (proc.Record, bool) {
@@ -48,9 +51,20 @@ func (d daemon) start() error {
 	cmd := exec.Command(d.bin, d.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
+	if d.passMountNS {
+		mnt, err := os.Open("/proc/self/ns/mnt")
+		if err != nil {
+			return fmt.Errorf("open own mount namespace: %w", err)
+		}
+		defer mnt.Close()
+		cmd.ExtraFiles = []*os.File{mnt}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if d.newUTS {
-		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUTS
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUTS
+	}
+	if d.newNS {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNS
 	}
 	path := ""
 	if d.netns != "" {

@@ -18,8 +18,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -129,7 +127,12 @@ func (l *Lab) nodeDaemon(i int) daemon {
 		bin:    l.Bin,
 		netns:  l.NodeNetns(i),
 		newUTS: true,
+		newNS:  true,
+		// The node runtime pins pod network namespaces in the machine's mount
+		// namespace, handed over as fd 3.
+		passMountNS: true,
 		args: []string{"lab", "node",
+			"--private-mounts", "--host-mount-ns-fd=3",
 			"--node-name=" + name,
 			"--node-ip=" + strings.Join(ips, ","),
 			"--kubeconfig=" + l.path("kubeconfigs", name+".kubeconfig"),
@@ -141,7 +144,6 @@ func (l *Lab) nodeDaemon(i int) daemon {
 			"--cluster-domain=" + l.ClusterDomain,
 			"--pod-netns-prefix=" + l.PodNetnsPrefix(),
 			"--zone=" + zoneOf(i),
-			"--bootstrap-cni",
 		},
 		logPath: l.path("logs", name+".log"),
 		pidPath: l.path("run", name+".pid"),
@@ -230,8 +232,8 @@ func (l *Lab) Up(ctx context.Context) error {
 		{"etcd", func() error { return l.startEtcd(ctx) }},
 		{"kube-apiserver", func() (err error) { cs, err = l.startAPIServer(ctx); return err }},
 		{"kube-controller-manager and kube-scheduler", func() error { return l.startControllers() }},
-		{fmt.Sprintf("%d node runtimes, waiting for nodes Ready", l.Nodes), func() error { return l.startNodes(ctx, cs) }},
-		{"add-ons from deploy/", func() error { return l.applyAddons(ctx, cs) }},
+		{fmt.Sprintf("%d node runtimes, waiting for the nodes to register", l.Nodes), func() error { return l.startNodes(ctx, cs) }},
+		{"add-ons from deploy/ (amime agent), waiting for nodes Ready", func() error { return l.applyAddons(ctx, cs) }},
 	}
 	for i, s := range steps {
 		if err := l.step(i+1, total, s.what, s.fn); err != nil {
@@ -266,10 +268,10 @@ func (l *Lab) repair(ctx context.Context) error {
 		fmt.Fprintf(l.Out, "lab %q is already up (%d nodes Ready); nothing to do\nexport KUBECONFIG=%s\n", l.Name, l.Nodes, l.KubeconfigPath())
 		return nil
 	}
-	if err := l.step(1, 2, "waiting for nodes Ready", func() error { return l.startNodes(ctx, cs) }); err != nil {
+	if err := l.step(1, 2, "waiting for the nodes to register", func() error { return l.startNodes(ctx, cs) }); err != nil {
 		return err
 	}
-	if err := l.step(2, 2, "add-ons from deploy/", func() error { return l.applyAddons(ctx, cs) }); err != nil {
+	if err := l.step(2, 2, "add-ons from deploy/, waiting for nodes Ready", func() error { return l.applyAddons(ctx, cs) }); err != nil {
 		return err
 	}
 	fmt.Fprintf(l.Out, "lab %q is up: %d nodes Ready\nexport KUBECONFIG=%s\n", l.Name, l.Nodes, l.KubeconfigPath())
@@ -415,9 +417,6 @@ func (l *Lab) startControllers() error {
 }
 
 func (l *Lab) startNodes(ctx context.Context, cs *kubernetes.Clientset) error {
-	if err := ensureBootstrapRBAC(ctx, cs); err != nil {
-		return err
-	}
 	for i := 1; i <= l.Nodes; i++ {
 		if err := os.MkdirAll(l.path("nodes", l.NodeName(i)), 0o755); err != nil {
 			return err
@@ -432,8 +431,27 @@ func (l *Lab) startNodes(ctx context.Context, cs *kubernetes.Clientset) error {
 				return fmt.Errorf("node runtime of %s exited; see %s", l.NodeName(i), l.nodeDaemon(i).logPath)
 			}
 		}
-		return l.nodesReady(ctx, cs)
+		return l.nodesRegistered(ctx, cs)
 	})
+}
+
+// nodesRegistered checks that every node exists and has its pod ranges; the
+// nodes become Ready once the amime agent wrote their CNI configuration.
+func (l *Lab) nodesRegistered(ctx context.Context, cs *kubernetes.Clientset) error {
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, node := range nodes.Items {
+		if len(node.Spec.PodCIDRs) > 0 {
+			n++
+		}
+	}
+	if n < l.Nodes {
+		return fmt.Errorf("%d of %d nodes registered with pod ranges", n, l.Nodes)
+	}
+	return nil
 }
 
 // nodesReady checks that every node of the lab is Ready and has its pod ranges.
@@ -490,27 +508,4 @@ func portFree(host string, port int, d daemon) error {
 		return fmt.Errorf("port %d on %s is in use by another program (the lab's %s needs it): stop that program or run `amime lab down` if it is an old lab", port, host, d.name)
 	}
 	return ln.Close()
-}
-
-// ensureBootstrapRBAC lets node runtimes list Nodes. The Node authorizer only
-// lets a node read its own Node object; the lab's bootstrap pod network (until the
-// amime agent owns routing) needs every node's podCIDRs to route to them.
-func ensureBootstrapRBAC(ctx context.Context, cs *kubernetes.Clientset) error {
-	const name = "amime-lab:bootstrap-node-routes"
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}},
-	}
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create cluster role %s: %w", name, err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name},
-		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "system:nodes"}},
-	}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create cluster role binding %s: %w", name, err)
-	}
-	return nil
 }

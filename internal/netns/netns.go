@@ -61,13 +61,28 @@ func Exists(name string) bool {
 	return err == nil
 }
 
+// ipCmd runs ip(8), in the mount namespace mountNS (an open nsfs file) when it
+// is set: a process in a private mount namespace pins network namespaces in the
+// machine's, so that they are visible (and removable) there.
+func ipCmd(mountNS *os.File, args ...string) *exec.Cmd {
+	if mountNS == nil {
+		return exec.Command("ip", args...)
+	}
+	cmd := exec.Command("nsenter", append([]string{"--mount=/proc/self/fd/3", "--", "ip"}, args...)...)
+	cmd.ExtraFiles = []*os.File{mountNS}
+	return cmd
+}
+
 // Add creates a named network namespace with loopback up; it is a no-op if the
 // namespace exists.
-func Add(name string) error {
+func Add(name string) error { return AddIn(nil, name) }
+
+// AddIn is Add with the pin created in the mount namespace at mountNS.
+func AddIn(mountNS *os.File, name string) error {
 	if Exists(name) {
 		return nil
 	}
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+	if out, err := ipCmd(mountNS, "netns", "add", name).CombinedOutput(); err != nil {
 		return fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
 	}
 	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
@@ -77,11 +92,14 @@ func Add(name string) error {
 }
 
 // Delete removes a named network namespace; it is a no-op if it is gone already.
-func Delete(name string) error {
+func Delete(name string) error { return DeleteIn(nil, name) }
+
+// DeleteIn is Delete with the pin removed in the mount namespace at mountNS.
+func DeleteIn(mountNS *os.File, name string) error {
 	if !Exists(name) {
 		return nil
 	}
-	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+	if out, err := ipCmd(mountNS, "netns", "delete", name).CombinedOutput(); err != nil {
 		return fmt.Errorf("ip netns delete %s: %v: %s", name, err, out)
 	}
 	return nil

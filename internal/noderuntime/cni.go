@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"sync"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
@@ -16,12 +18,20 @@ import (
 type cniRuntime struct {
 	confDir string
 	cni     *libcni.CNIConfig
+
+	// The spec forbids GC while ADD or DEL run: they hold mu for reading, GC
+	// for writing. active holds every attachment added and not deleted since
+	// this process started or adopted it, so GC never releases a live one.
+	mu       sync.RWMutex
+	activeMu sync.Mutex
+	active   map[string]bool
 }
 
 func newCNIRuntime(o Options) *cniRuntime {
 	return &cniRuntime{
 		confDir: o.CNIConfDir,
 		cni:     libcni.NewCNIConfigWithCacheDir(o.CNIBinDirs, filepath.Join(o.StateDir, "var/lib/cni/cache"), nil),
+		active:  map[string]bool{},
 	}
 }
 
@@ -63,6 +73,9 @@ func runtimeConf(sb *sandboxState) *libcni.RuntimeConf {
 
 // add attaches the sandbox to the pod network and returns its IPs.
 func (c *cniRuntime) add(ctx context.Context, sb *sandboxState) ([]string, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	c.setActive(sb.ID, true)
 	list, err := c.loadConfList()
 	if err != nil {
 		return nil, err
@@ -90,6 +103,8 @@ func (c *cniRuntime) add(ctx context.Context, sb *sandboxState) ([]string, error
 // del detaches the sandbox. It uses the configuration cached at ADD time when the
 // current one is gone, so a changed conf dir never leaks addresses.
 func (c *cniRuntime) del(ctx context.Context, sb *sandboxState) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	rt := runtimeConf(sb)
 	list, err := c.loadConfList()
 	if err != nil {
@@ -106,7 +121,20 @@ func (c *cniRuntime) del(ctx context.Context, sb *sandboxState) error {
 	if err := c.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("CNI DEL (%s): %w", list.Name, err)
 	}
+	c.setActive(sb.ID, false)
 	return nil
+}
+
+// setActive records an attachment; callers hold mu for reading, so the map has
+// its own lock.
+func (c *cniRuntime) setActive(id string, on bool) {
+	c.activeMu.Lock()
+	defer c.activeMu.Unlock()
+	if on {
+		c.active[id] = true
+	} else {
+		delete(c.active, id)
+	}
 }
 
 // check asks the plugins whether the sandbox's network is still as they set it up.
@@ -116,6 +144,22 @@ func (c *cniRuntime) check(ctx context.Context, sb *sandboxState) error {
 		return err
 	}
 	return c.cni.CheckNetworkList(ctx, list, runtimeConf(sb))
+}
+
+// gc tells the plugins which attachments are still valid, so that they release
+// whatever a crash left behind (CNI GC, spec 1.1).
+func (c *cniRuntime) gc(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	list, err := c.loadConfList()
+	if err != nil {
+		return err
+	}
+	args := &libcni.GCArgs{}
+	for id := range c.active {
+		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: id, IfName: "eth0"})
+	}
+	return c.cni.GCNetworkList(ctx, list, args)
 }
 
 func isV4(ip string) bool {

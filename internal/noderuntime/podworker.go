@@ -256,7 +256,7 @@ func (w *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod) error {
 	if ok, msg := w.r.networkReady(); !ok {
 		return fmt.Errorf("%s", msg)
 	}
-	if err := netns.Add(w.sandbox.Netns); err != nil {
+	if err := netns.AddIn(w.r.opts.HostMountNS, w.sandbox.Netns); err != nil {
 		return err
 	}
 	ips, err := w.r.cni.add(ctx, w.sandbox)
@@ -299,7 +299,7 @@ func (w *podWorker) teardownSandbox(ctx context.Context) {
 			w.log.Warn("CNI DEL", "err", err)
 		}
 	}
-	if err := netns.Delete(sb.Netns); err != nil {
+	if err := netns.DeleteIn(w.r.opts.HostMountNS, sb.Netns); err != nil {
 		w.log.Warn("delete pod network namespace", "err", err)
 	}
 	sb.CNIDone = false

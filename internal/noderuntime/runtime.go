@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,11 +47,15 @@ type Options struct {
 	// PodNetnsPrefix names pod network namespaces (the lab removes them by prefix).
 	PodNetnsPrefix string
 	Zone           string
-	// BootstrapCNI writes a conflist for Debian's bridge and host-local plugins
-	// and routes to other nodes' pod ranges, for use before the amime CNI runs.
-	BootstrapCNI bool
-	CNIBinDirs   []string
-	CNIConfDir   string
+	CNIBinDirs     []string
+	CNIConfDir     string
+	// PrivateMounts: the node runtime was started in a mount namespace of its
+	// own and binds NodePrivatePaths from its state directory (the lab).
+	PrivateMounts bool
+	// HostMountNS is the machine's mount namespace (an open nsfs file handed
+	// over by `lab up`), where pod network namespaces are pinned so that the
+	// machine (and `lab down`) sees them.
+	HostMountNS *os.File
 	// Bin is the amime binary: the pod shim and the amime image.
 	Bin         string
 	MaxPods     int
@@ -64,10 +69,10 @@ func (o *Options) Defaults() {
 		o.ClusterDomain = "cluster.local"
 	}
 	if o.CNIConfDir == "" {
-		o.CNIConfDir = filepath.Join(o.StateDir, "etc/cni/net.d")
+		o.CNIConfDir = "/etc/cni/net.d"
 	}
 	if len(o.CNIBinDirs) == 0 {
-		o.CNIBinDirs = []string{filepath.Join(o.StateDir, "opt/cni/bin"), "/opt/cni/bin", "/usr/lib/cni"}
+		o.CNIBinDirs = []string{"/opt/cni/bin", "/usr/lib/cni"}
 	}
 	if o.MaxPods == 0 {
 		o.MaxPods = 110
@@ -113,7 +118,6 @@ type Runtime struct {
 
 	podLister     corelisters.PodLister
 	serviceLister corelisters.ServiceLister
-	nodeLister    corelisters.NodeLister
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
@@ -166,8 +170,6 @@ func Run(ctx context.Context, opts Options) error {
 	})
 	factory := informers.NewSharedInformerFactory(client, 0)
 	r.serviceLister = factory.Core().V1().Services().Lister()
-	r.nodeLister = factory.Core().V1().Nodes().Lister()
-	nodeInformer := factory.Core().V1().Nodes().Informer()
 	podFactory.Start(ctx.Done())
 	factory.Start(ctx.Done())
 	for typ, ok := range podFactory.WaitForCacheSync(ctx.Done()) {
@@ -180,20 +182,12 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("sync %v informer", typ)
 		}
 	}
-	if opts.BootstrapCNI {
-		b := &bootstrapNet{opts: opts, log: r.log, nodes: r.nodeLister}
-		nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { b.kick() },
-			UpdateFunc: func(_, _ any) { b.kick() },
-			DeleteFunc: func(any) { b.kick() },
-		})
-		go b.run(ctx)
-	}
 	// Adopt what a previous run left: pods still bound here continue, the rest are
 	// torn down by their workers.
 	if err := r.adopt(); err != nil {
 		r.log.Error("adopt pods from a previous run", "err", err)
 	}
+	go r.collectGarbage(ctx)
 	for _, p := range mustList(r.podLister) {
 		r.podChanged(p)
 	}
@@ -216,6 +210,11 @@ func Run(ctx context.Context, opts Options) error {
 // runs in its own UTS namespace) and forwarding, which pod routing requires.
 // The root namespace is never touched.
 func (r *Runtime) prepareHost() error {
+	if r.opts.PrivateMounts {
+		if err := privatizeNodePaths(r.opts.StateDir, filepath.Join(r.opts.StateDir, "created-paths")); err != nil {
+			return err
+		}
+	}
 	if err := syscall.Sethostname([]byte(r.opts.NodeName)); err != nil {
 		r.log.Warn("set hostname", "err", err)
 	}
@@ -275,7 +274,27 @@ func (r *Runtime) worker(uid types.UID) *podWorker {
 	return r.workers[uid]
 }
 
-// adopt starts workers for the pods found on disk.
+// collectGarbage runs CNI GC once the network configuration exists, with the
+// sandboxes found on disk as the valid attachments, as containerd does on start.
+func (r *Runtime) collectGarbage(ctx context.Context) {
+	for ctx.Err() == nil {
+		if ok, _ := r.networkReady(); ok {
+			if err := r.cni.gc(ctx); err != nil {
+				r.log.Warn("CNI GC", "err", err)
+			} else {
+				r.log.Info("CNI GC done")
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// adopt starts workers for the pods found on disk; their pod networks count as
+// live attachments for CNI GC.
 func (r *Runtime) adopt() error {
 	entries, err := os.ReadDir(r.podsDir())
 	if err != nil {
@@ -290,6 +309,9 @@ func (r *Runtime) adopt() error {
 			continue
 		}
 		r.log.Info("adopting pod from a previous run", "pod", sb.Namespace+"/"+sb.Name, "uid", sb.UID)
+		if sb.CNIDone {
+			r.cni.setActive(sb.ID, true)
+		}
 		r.mu.Lock()
 		if _, ok := r.workers[types.UID(sb.UID)]; !ok {
 			w := newPodWorker(r, sb.Namespace, sb.Name, types.UID(sb.UID))

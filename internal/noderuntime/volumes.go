@@ -22,27 +22,6 @@ import (
 // ConfigMaps, Secrets and projected tokens.
 const volumeRefresh = 30 * time.Second
 
-// nodePrivatePaths are host paths that are per node in the lab (all nodes share
-// one root file system): hostPath volumes under them map into the node's state
-// directory, so that what a DaemonSet pod writes to /etc/cni/net.d on node A is
-// seen by node A's runtime only.
-var nodePrivatePaths = []string{"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/amime", "/run/amime", "/var/run/amime", "/var/lib/cni", "/var/log/pods"}
-
-// hostPathSource maps a hostPath to where it lives for this node.
-func hostPathSource(stateDir, p string) string {
-	p = filepath.Clean(p)
-	for _, pre := range nodePrivatePaths {
-		if p == pre || strings.HasPrefix(p, pre+"/") {
-			rel := strings.TrimPrefix(p, "/")
-			if strings.HasPrefix(rel, "var/run/") {
-				rel = strings.TrimPrefix(rel, "var/")
-			}
-			return filepath.Join(stateDir, rel)
-		}
-	}
-	return p
-}
-
 func (w *podWorker) filesDir() string { return filepath.Join(w.dir, "files") }
 func (w *podWorker) volumeDir(name string) string {
 	return filepath.Join(w.dir, "volumes", name)
@@ -82,7 +61,7 @@ func (w *podWorker) fillVolume(ctx context.Context, pod *corev1.Pod, v corev1.Vo
 	case v.EmptyDir != nil:
 		return os.MkdirAll(dir, 0o777)
 	case v.HostPath != nil:
-		src := hostPathSource(w.r.opts.StateDir, v.HostPath.Path)
+		src := filepath.Clean(v.HostPath.Path)
 		t := corev1.HostPathUnset
 		if v.HostPath.Type != nil {
 			t = *v.HostPath.Type
@@ -102,10 +81,6 @@ func (w *podWorker) fillVolume(ctx context.Context, pod *corev1.Pod, v corev1.Vo
 		case corev1.HostPathDirectory, corev1.HostPathFile, corev1.HostPathSocket, corev1.HostPathCharDev, corev1.HostPathBlockDev:
 			if _, err := os.Stat(src); err != nil {
 				return fmt.Errorf("hostPath %s (%s): %w", v.HostPath.Path, t, err)
-			}
-		default:
-			if strings.HasPrefix(src, w.r.opts.StateDir) {
-				return os.MkdirAll(src, 0o755)
 			}
 		}
 		return nil
@@ -306,7 +281,7 @@ func (w *podWorker) containerMounts(pod *corev1.Pod, c *corev1.Container) ([]shi
 		}
 		src := w.volumeDir(m.Name)
 		if v.HostPath != nil {
-			src = hostPathSource(w.r.opts.StateDir, v.HostPath.Path)
+			src = filepath.Clean(v.HostPath.Path)
 		}
 		if m.SubPath != "" {
 			if strings.Contains(m.SubPath, "..") || filepath.IsAbs(m.SubPath) {

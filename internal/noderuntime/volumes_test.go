@@ -13,49 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-func TestHostPathSource(t *testing.T) {
-	const state = "/var/lib/amime-lab/lab/nodes/lab-node-1"
-	tests := []struct {
-		path string
-		want string
-	}{
-		// Node-private paths live in the node's state directory.
-		{"/etc/cni/net.d", state + "/etc/cni/net.d"},
-		{"/etc/cni/net.d/10-amime.conflist", state + "/etc/cni/net.d/10-amime.conflist"},
-		{"/opt/cni/bin", state + "/opt/cni/bin"},
-		{"/var/lib/amime", state + "/var/lib/amime"},
-		{"/var/lib/amime/agent/state.json", state + "/var/lib/amime/agent/state.json"},
-		{"/run/amime", state + "/run/amime"},
-		{"/run/amime/agent.sock", state + "/run/amime/agent.sock"},
-		// /var/run is /run: both map to the same place.
-		{"/var/run/amime", state + "/run/amime"},
-		{"/var/run/amime/agent.sock", state + "/run/amime/agent.sock"},
-		{"/var/lib/cni", state + "/var/lib/cni"},
-		{"/var/lib/cni/networks/amime", state + "/var/lib/cni/networks/amime"},
-		{"/var/log/pods", state + "/var/log/pods"},
-		// Paths are cleaned first.
-		{"/etc/cni/net.d/", state + "/etc/cni/net.d"},
-		{"//etc//cni/./net.d", state + "/etc/cni/net.d"},
-		{"/var/run/../run/amime/x", state + "/run/amime/x"},
-		{"/etc/cni/net.d/../../hosts", "/etc/hosts"},
-		// Everything else is the host's.
-		{"/etc/cni", "/etc/cni"},
-		{"/etc/cni/net.d.bak", "/etc/cni/net.d.bak"},
-		{"/var/lib/amimex", "/var/lib/amimex"},
-		{"/var/run", "/var/run"},
-		{"/var/run/netns", "/var/run/netns"},
-		{"/run/amime-other", "/run/amime-other"},
-		{"/lib/modules", "/lib/modules"},
-		{"/tmp/x/../y", "/tmp/y"},
-		{"/", "/"},
-	}
-	for _, tt := range tests {
-		if got := hostPathSource(state, tt.path); got != tt.want {
-			t.Errorf("hostPathSource(%q) = %q, want %q", tt.path, got, tt.want)
-		}
-	}
-}
-
 func TestSelectItems(t *testing.T) {
 	data := map[string][]byte{"a": []byte("A"), "b": []byte("B"), "c": []byte("C")}
 	tests := []struct {

@@ -1,0 +1,153 @@
+// Package agent wires `amime agent`, the per-node daemon: it shares one set of
+// informers between independent controllers, each of which computes the whole
+// desired state of its part of the node from the caches and applies the
+// difference. In this version it owns pod routing (overlay or native),
+// masquerade of traffic leaving the cluster, the node's CNI configuration and
+// plugin binary, and the node's NetworkUnavailable condition.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"amime.dev/amime/internal/routing"
+)
+
+// Config of the agent. Defaults suit a real cluster; the lab passes the same
+// flags through the DaemonSet in deploy/.
+type Config struct {
+	NodeName   string
+	Kubeconfig string // empty: in-cluster
+	Mode       routing.Mode
+	// ClusterCIDRs are the cluster's pod ranges (masquerade sources).
+	ClusterCIDRs []netip.Prefix
+	// NonMasquerade are extra destinations reached without masquerade; the pod
+	// ranges and the node's connected networks are always included.
+	NonMasquerade []netip.Prefix
+	CNIConfDir    string
+	CNIBinDir     string
+	IPAMDir       string
+	ProcSysNet    string // where the node's /proc/sys/net is mounted
+	Listen        string // health and metrics
+	ResyncPeriod  time.Duration
+	Logger        *slog.Logger
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Mode == "" {
+		c.Mode = routing.Overlay
+	}
+	if c.CNIConfDir == "" {
+		c.CNIConfDir = "/etc/cni/net.d"
+	}
+	if c.CNIBinDir == "" {
+		c.CNIBinDir = "/opt/cni/bin"
+	}
+	if c.IPAMDir == "" {
+		c.IPAMDir = "/var/lib/amime/ipam"
+	}
+	if c.ProcSysNet == "" {
+		c.ProcSysNet = "/proc/sys/net"
+	}
+	if c.Listen == "" {
+		c.Listen = ":9962"
+	}
+	if c.ResyncPeriod == 0 {
+		c.ResyncPeriod = 60 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name (or NODE_NAME) is required"))
+	}
+	if _, err := routing.ParseMode(string(c.Mode)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.ClusterCIDRs) == 0 {
+		errs = append(errs, errors.New("--cluster-cidr is required (the cluster's pod ranges, for masquerade)"))
+	}
+	for _, p := range c.ClusterCIDRs {
+		if p.Masked() != p {
+			errs = append(errs, fmt.Errorf("--cluster-cidr %s: host bits set", p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run runs the agent until ctx ends. It never flushes what it programmed: on the
+// next start the controllers reconcile the kernel state with the desired one.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger.With("node", cfg.NodeName)
+	var restCfg *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		restCfg, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	} else {
+		restCfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	restCfg.UserAgent = "amime-agent/" + cfg.NodeName
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	for _, kv := range [][2]string{{"ipv4/ip_forward", "1"}, {"ipv6/conf/all/forwarding", "1"}} {
+		if err := os.WriteFile(filepath.Join(cfg.ProcSysNet, kv[0]), []byte(kv[1]), 0o644); err != nil {
+			log.Warn("enable forwarding", "sysctl", kv[0], "err", err)
+		}
+	}
+	if err := installPlugin(cfg.CNIBinDir); err != nil {
+		return fmt.Errorf("install the CNI plugin: %w", err)
+	}
+	m := newMetrics()
+	factory := informers.NewSharedInformerFactory(client, 0)
+	nodes := factory.Core().V1().Nodes()
+	rc := &routingController{cfg: cfg, log: log, client: client, nodes: nodes.Lister(), dp: routing.Netlink{}, metrics: m, kick: make(chan struct{}, 1)}
+	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { rc.enqueue() },
+		UpdateFunc: func(old, cur any) { rc.enqueue() },
+		DeleteFunc: func(any) { rc.enqueue() },
+	}); err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("sync %v informer", typ)
+		}
+	}
+	srv := newServer(cfg.Listen, m, rc.ready)
+	go func() {
+		if err := srv.run(ctx); err != nil {
+			log.Error("health and metrics server", "err", err)
+		}
+	}()
+	log.Info("agent started", "mode", cfg.Mode, "listen", cfg.Listen)
+	rc.run(ctx)
+	return nil
+}

@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"amime.dev/amime/internal/atomicfile"
+)
+
+// ConflistName is the file the agent owns in the CNI configuration directory. Its
+// name sorts early so that runtimes, which take the first file, pick it.
+const ConflistName = "10-amime.conflist"
+
+// conflist renders the node's CNI configuration.
+func conflist(podCIDRs []netip.Prefix, mtu int, ipamDir string) ([]byte, error) {
+	cidrs := make([]string, len(podCIDRs))
+	for i, p := range podCIDRs {
+		cidrs[i] = p.String()
+	}
+	conf := map[string]any{
+		"cniVersion": "1.1.0",
+		"name":       "amime",
+		"plugins": []any{map[string]any{
+			"type":     "amime",
+			"podCIDRs": cidrs,
+			"mtu":      mtu,
+			"dataDir":  ipamDir,
+		}},
+	}
+	return json.MarshalIndent(conf, "", "  ")
+}
+
+// writeConflist writes the configuration when it changed and returns it.
+func writeConflist(dir string, podCIDRs []netip.Prefix, mtu int, ipamDir string) (string, error) {
+	b, err := conflist(podCIDRs, mtu, ipamDir)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, ConflistName)
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
+		return string(b), nil
+	}
+	return string(b), atomicfile.Write(path, b, 0o644)
+}
+
+// installPlugin copies the running binary to <binDir>/amime, where runtimes look
+// for the plugin named by the configuration's "type". It is replaced atomically
+// and only when its content differs.
+func installPlugin(binDir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(binDir, "amime")
+	if same, _ := sameFile(self, dst); same {
+		return nil
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(binDir, ".amime.tmp*")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("install %s: %w", dst, err)
+	}
+	return nil
+}
+
+// sameFile compares size and content.
+func sameFile(a, b string) (bool, error) {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	sb, err := os.Stat(b)
+	if err != nil || sa.Size() != sb.Size() {
+		return false, err
+	}
+	fa, err := os.ReadFile(a)
+	if err != nil {
+		return false, err
+	}
+	fb, err := os.ReadFile(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(fa, fb), nil
+}

@@ -1,0 +1,205 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"amime.dev/amime/internal/masq"
+	"amime.dev/amime/internal/routing"
+)
+
+// routingController keeps the node's routes, overlay, masquerade and CNI
+// configuration in line with the Node objects.
+type routingController struct {
+	cfg     Config
+	log     *slog.Logger
+	client  kubernetes.Interface
+	nodes   corelisters.NodeLister
+	dp      routing.Dataplane
+	metrics *metrics
+	kick    chan struct{}
+
+	synced      atomic.Bool
+	conditionOK bool
+	lastConf    string
+}
+
+func (c *routingController) enqueue() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *routingController) ready() error {
+	if !c.synced.Load() {
+		return fmt.Errorf("routing not synced yet")
+	}
+	return nil
+}
+
+// run syncs on every change, at most every 100 ms, at least every resync
+// period, and retries failures with back-off.
+func (c *routingController) run(ctx context.Context) {
+	resync := time.NewTicker(c.cfg.ResyncPeriod)
+	defer resync.Stop()
+	backoff := time.Duration(0)
+	c.enqueue()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-resync.C:
+		}
+		if err := c.sync(ctx); err != nil {
+			c.log.Warn("routing sync", "err", err)
+			backoff = min(max(2*backoff, time.Second), 30*time.Second)
+			go func(d time.Duration) {
+				time.Sleep(d)
+				c.enqueue()
+			}(backoff)
+		} else {
+			backoff = 0
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func toNode(n *corev1.Node) routing.Node {
+	out := routing.Node{Name: n.Name}
+	for _, s := range n.Spec.PodCIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out.PodCIDRs = append(out.PodCIDRs, p)
+		}
+	}
+	if len(out.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
+		if p, err := netip.ParsePrefix(n.Spec.PodCIDR); err == nil {
+			out.PodCIDRs = append(out.PodCIDRs, p)
+		}
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out.InternalIPs = append(out.InternalIPs, ip)
+		}
+	}
+	return out
+}
+
+func (c *routingController) sync(ctx context.Context) error {
+	start := time.Now()
+	err := c.syncOnce(ctx)
+	c.metrics.observeSync(time.Since(start), err)
+	return err
+}
+
+func (c *routingController) syncOnce(ctx context.Context) error {
+	selfObj, err := c.nodes.Get(c.cfg.NodeName)
+	if err != nil {
+		return fmt.Errorf("own node %s: %w", c.cfg.NodeName, err)
+	}
+	self := toNode(selfObj)
+	if len(self.PodCIDRs) == 0 {
+		return fmt.Errorf("node %s has no podCIDR yet (is the controller-manager running with --allocate-node-cidrs?)", self.Name)
+	}
+	all, err := c.nodes.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var others []routing.Node
+	for _, n := range all {
+		if n.Name != self.Name {
+			others = append(others, toNode(n))
+		}
+	}
+	links, err := c.dp.Links()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	desired, problems := routing.Compute(c.cfg.Mode, self, others, links)
+	for _, p := range problems {
+		c.log.Warn("routing", "problem", p)
+	}
+	if desired.PodMTU == 0 {
+		return fmt.Errorf("routing: %v", problems)
+	}
+	ch, err := routing.Apply(c.dp, desired)
+	if err != nil {
+		return fmt.Errorf("apply routes: %w", err)
+	}
+	if ch.Added+ch.Removed > 0 {
+		c.log.Info("routing updated", "added", ch.Added, "removed", ch.Removed, "remoteNodes", len(others))
+	}
+	c.metrics.remoteNodes.Set(float64(len(others)))
+	c.metrics.routes.Set(float64(len(desired.Routes)))
+
+	nonMasq := append([]netip.Prefix{}, c.cfg.NonMasquerade...)
+	for _, l := range links {
+		for _, p := range l.Prefixes {
+			nonMasq = append(nonMasq, p.Masked())
+		}
+	}
+	nft, err := masq.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if err := masq.Sync(ctx, nft, masq.Config{PodCIDRs: c.cfg.ClusterCIDRs, NonMasquerade: nonMasq}); err != nil {
+		return err
+	}
+	conf, err := writeConflist(c.cfg.CNIConfDir, self.PodCIDRs, desired.PodMTU, c.cfg.IPAMDir)
+	if err != nil {
+		return fmt.Errorf("write CNI configuration: %w", err)
+	}
+	if conf != c.lastConf {
+		c.log.Info("CNI configuration written", "dir", c.cfg.CNIConfDir, "podCIDRs", self.PodCIDRs, "mtu", desired.PodMTU)
+		c.lastConf = conf
+	}
+	if !c.conditionOK || !networkAvailable(selfObj) {
+		if err := c.setNetworkAvailable(ctx); err != nil {
+			return fmt.Errorf("node condition: %w", err)
+		}
+		c.conditionOK = true
+	}
+	c.synced.Store(true)
+	return nil
+}
+
+func networkAvailable(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			return c.Status == corev1.ConditionFalse
+		}
+	}
+	return false
+}
+
+// setNetworkAvailable reports NetworkUnavailable=False, as network plugins do.
+func (c *routingController) setNetworkAvailable(ctx context.Context) error {
+	now := metav1.Now()
+	patch := map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
+		Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
+		Reason: "AmimeIsUp", Message: fmt.Sprintf("amime agent programs %s routing", c.cfg.Mode),
+		LastTransitionTime: now, LastHeartbeatTime: now,
+	}}}}
+	b, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = c.client.CoreV1().Nodes().Patch(ctx, c.cfg.NodeName, types.StrategicMergePatchType, b, metav1.PatchOptions{}, "status")
+	return err
+}

@@ -1,0 +1,305 @@
+package cni
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"amime.dev/amime/internal/ipam"
+)
+
+// GatewayLink holds the IPv4 gateway address of the node's pod range (a /32 on
+// the node's loopback; kernels without the dummy driver are common). The pods'
+// default route points at it, and the node answers ARP for it on every veth
+// because it is a local address.
+const GatewayLink = "lo"
+
+type podLinks struct {
+	podName, podMAC   string
+	hostName, hostMAC string
+}
+
+// podLinkExists reports whether ifname exists in the namespace at path.
+func podLinkExists(path, ifname string) (bool, error) {
+	var exists bool
+	err := ns.WithNetNSPath(path, func(ns.NetNS) error {
+		_, err := netlink.LinkByName(ifname)
+		exists = err == nil
+		return nil
+	})
+	return exists, err
+}
+
+// setupPod creates the veth pair and configures both ends: in the pod, the
+// addresses (/32, /128) and the default routes via the node; on the node, the
+// gateway, the link-local IPv6 gateway and a host route per pod address.
+func setupPod(netnsPath, ifname, hostName string, mtu int, allocs []ipam.Allocation) (podLinks, error) {
+	var links podLinks
+	hasV6 := false
+	for _, a := range allocs {
+		if a.Addr.Is6() {
+			hasV6 = true
+		}
+	}
+	err := ns.WithNetNSPath(netnsPath, func(hostNS ns.NetNS) error {
+		if hasV6 {
+			// The pod namespace may start with IPv6 off on new interfaces.
+			_ = os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("0"), 0o644)
+		}
+		hostVeth, podVeth, err := ip.SetupVethWithName(ifname, hostName, mtu, "", hostNS)
+		if err != nil {
+			return fmt.Errorf("create veth pair: %w", err)
+		}
+		links = podLinks{podName: podVeth.Name, podMAC: podVeth.HardwareAddr.String(), hostName: hostVeth.Name, hostMAC: hostVeth.HardwareAddr.String()}
+		link, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		if hasV6 {
+			_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/disable_ipv6", []byte("0"), 0o644)
+			_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/accept_ra", []byte("0"), 0o644)
+		}
+		for _, a := range allocs {
+			bits := a.Addr.BitLen()
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+			if a.Addr.Is6() {
+				addr.Flags = unix.IFA_F_NODAD
+			}
+			if err := netlink.AddrAdd(link, addr); err != nil {
+				return fmt.Errorf("add %s to %s: %w", a.Addr, ifname, err)
+			}
+		}
+		if err := netlink.LinkSetUp(link); err != nil {
+			return err
+		}
+		for _, a := range allocs {
+			for _, r := range podRoutes(link.Attrs().Index, a) {
+				if err := netlink.RouteReplace(&r); err != nil {
+					return fmt.Errorf("pod route %s: %w", r.Dst, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return links, err
+	}
+	return links, setupHostSide(hostName, allocs)
+}
+
+// podRoutes are the routes inside the pod for one of its addresses.
+func podRoutes(linkIndex int, a ipam.Allocation) []netlink.Route {
+	if a.Addr.Is4() {
+		gw := a.Gateway.AsSlice()
+		return []netlink.Route{
+			{LinkIndex: linkIndex, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK},
+			{LinkIndex: linkIndex, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: gw},
+		}
+	}
+	return []netlink.Route{
+		{LinkIndex: linkIndex, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Gw: v6Gateway.AsSlice()},
+	}
+}
+
+func setupHostSide(hostName string, allocs []ipam.Allocation) error {
+	host, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("node end %s: %w", hostName, err)
+	}
+	for _, a := range allocs {
+		bits := a.Addr.BitLen()
+		if a.Addr.Is4() {
+			if err := EnsureGateway(a.Gateway); err != nil {
+				return err
+			}
+		} else {
+			_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/disable_ipv6", []byte("0"), 0o644)
+			_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/accept_ra", []byte("0"), 0o644)
+			ll := &netlink.Addr{IPNet: &net.IPNet{IP: v6Gateway.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
+			if err := netlink.AddrReplace(host, ll); err != nil {
+				return fmt.Errorf("add %s to %s: %w", v6Gateway, hostName, err)
+			}
+		}
+		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: &net.IPNet{IP: a.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)}, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("host route to %s: %w", a.Addr, err)
+		}
+	}
+	return netlink.LinkSetUp(host)
+}
+
+// EnsureGateway puts the IPv4 gateway of the node's pod range on the gateway
+// device. Safe to run concurrently.
+func EnsureGateway(gw netip.Addr) error {
+	link, err := netlink.LinkByName(GatewayLink)
+	if err != nil {
+		return fmt.Errorf("%s: %w", GatewayLink, err)
+	}
+	bits := gw.BitLen()
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(bits, bits)}}); err != nil {
+		return fmt.Errorf("add %s to %s: %w", gw, GatewayLink, err)
+	}
+	return netlink.LinkSetUp(link)
+}
+
+// teardownPod removes the veth pair. Everything already gone is fine.
+func teardownPod(netnsPath, ifname, hostName string) error {
+	if netnsPath != "" {
+		err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+			link, err := netlink.LinkByName(ifname)
+			if err != nil {
+				return nil
+			}
+			if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+				return fmt.Errorf("delete %s: %w", ifname, err)
+			}
+			return nil
+		})
+		var nsErr ns.NSPathNotExistErr
+		if err != nil && !errors.As(err, &nsErr) && !strings.Contains(err.Error(), "no such file") {
+			return err
+		}
+	}
+	// The node end goes with the pod end; remove it in case the pod end was gone.
+	if link, err := netlink.LinkByName(hostName); err == nil {
+		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("delete %s: %w", hostName, err)
+		}
+	}
+	return nil
+}
+
+// expected is what CHECK verifies, taken from the prevResult.
+type expected struct {
+	addrs []netip.Addr
+	gws   []netip.Addr
+}
+
+func expectedFromResult(r *current.Result, netnsPath, ifname string) (expected, error) {
+	var e expected
+	idx := -1
+	for i, intf := range r.Interfaces {
+		if intf.Name == ifname && intf.Sandbox == netnsPath {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return e, fmt.Errorf("prevResult has no interface %s in %s", ifname, netnsPath)
+	}
+	for _, c := range r.IPs {
+		if c.Interface == nil || *c.Interface != idx {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(c.Address.IP)
+		if !ok {
+			return e, fmt.Errorf("prevResult: bad address %v", c.Address)
+		}
+		e.addrs = append(e.addrs, a.Unmap())
+		if g, ok := netip.AddrFromSlice(c.Gateway); ok {
+			e.gws = append(e.gws, g.Unmap())
+		}
+	}
+	return e, nil
+}
+
+// checkPod verifies the pod end (interface, addresses, default routes) and the
+// node end (veth, host routes).
+func checkPod(netnsPath, ifname, hostName string, want expected) error {
+	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		link, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("interface %s is missing in the pod", ifname)
+		}
+		if link.Attrs().OperState == netlink.OperDown {
+			return fmt.Errorf("interface %s is down", ifname)
+		}
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, w := range want.addrs {
+			found := false
+			for _, a := range addrs {
+				if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == w {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("address %s is missing on %s", w, ifname)
+			}
+		}
+		for _, w := range want.addrs {
+			family := netlink.FAMILY_V4
+			if w.Is6() {
+				family = netlink.FAMILY_V6
+			}
+			routes, err := netlink.RouteList(link, family)
+			if err != nil {
+				return err
+			}
+			found := false
+			for _, r := range routes {
+				if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("default route for %s is missing in the pod", w)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	host, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("node end %s of the veth pair is missing", hostName)
+	}
+	for _, w := range want.addrs {
+		bits := w.BitLen()
+		dst := &net.IPNet{IP: w.AsSlice(), Mask: net.CIDRMask(bits, bits)}
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, r := range routes {
+			if r.LinkIndex == host.Attrs().Index {
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("node route to %s via %s is missing", w, hostName)
+		}
+	}
+	return nil
+}
+
+// removeStaleHostVeths deletes node-side veths of attachments not in keep.
+func removeStaleHostVeths(keep map[string]bool) error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range links {
+		name := l.Attrs().Name
+		if l.Type() != "veth" || !strings.HasPrefix(name, "amv") || len(name) != 15 || keep[name] {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete stale %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

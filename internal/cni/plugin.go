@@ -1,0 +1,232 @@
+package cni
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"amime.dev/amime/internal/ipam"
+)
+
+// Main runs the plugin as the runtime invokes it (CNI_COMMAND and friends in the
+// environment, the configuration on stdin) and returns the exit code. Errors are
+// printed on stdout as the spec's error structure.
+func Main(about string) int {
+	p := &plugin{}
+	if e := skel.PluginMainFuncsWithError(skel.CNIFuncs{
+		Add: p.add, Del: p.del, Check: p.check, GC: p.gc, Status: p.status,
+	}, version.All, about); e != nil {
+		if err := e.Print(); err != nil {
+			fmt.Fprintln(os.Stderr, "amime cni: write error:", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+type plugin struct{}
+
+// HostVethName is the node-side name of a pod's veth: a hash of the attachment, so
+// that DEL and GC find it without any state.
+func HostVethName(containerID, ifname string) string {
+	h := sha256.Sum256([]byte(containerID + "/" + ifname))
+	return "amv" + hex.EncodeToString(h[:])[:12]
+}
+
+// v6Gateway is the link-local address of every node-side veth: the pods' IPv6
+// default gateway. A link-local gateway needs no address from the pod range and
+// answers neighbour solicitations on its own link.
+var v6Gateway = netip.MustParseAddr("fe80::1")
+
+func (p *plugin) add(args *skel.CmdArgs) error {
+	conf, cerr := parseConf(args.StdinData)
+	if cerr != nil {
+		return cerr
+	}
+	if cerr := conf.needRanges(); cerr != nil {
+		return cerr
+	}
+	if args.Netns == "" {
+		return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS is required for ADD", "")
+	}
+	if exists, err := podLinkExists(args.Netns, args.IfName); err != nil {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("cannot open network namespace %s", args.Netns), err.Error())
+	} else if exists {
+		// The spec: an interface of the requested name must not exist yet. The
+		// addresses of the existing attachment are left as they are.
+		return types.NewError(types.ErrInternal, fmt.Sprintf("interface %q already exists in container %s", args.IfName, args.ContainerID), "")
+	}
+	alloc, err := ipam.New(conf.DataDir, conf.ranges)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
+	}
+	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	allocs, err := alloc.Allocate(att)
+	if err != nil {
+		if errors.Is(err, ipam.ErrExhausted) {
+			return types.NewError(types.ErrTryAgainLater, "no free pod address on this node", err.Error())
+		}
+		return types.NewError(types.ErrIOFailure, "allocate pod address", err.Error())
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			// Roll back: nothing of a failed ADD may stay behind.
+			_ = teardownPod(args.Netns, args.IfName, HostVethName(args.ContainerID, args.IfName))
+			_ = alloc.Release(att)
+		}
+	}()
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	links, err := setupPod(args.Netns, args.IfName, hostName, conf.MTU, allocs)
+	if err != nil {
+		return asCNIError(err, "set up pod interface")
+	}
+	res := buildResult(conf, links, args.Netns, allocs)
+	ok = true
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// buildResult describes what ADD made; with a prevResult (chaining) it appends to it.
+func buildResult(conf *parsedConf, links podLinks, netns string, allocs []ipam.Allocation) *current.Result {
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	if conf.PrevResult != nil {
+		if prev, err := current.NewResultFromResult(conf.PrevResult); err == nil {
+			res = prev
+		}
+	}
+	hostIdx := len(res.Interfaces)
+	res.Interfaces = append(res.Interfaces,
+		&current.Interface{Name: links.hostName, Mac: links.hostMAC, Mtu: conf.MTU},
+		&current.Interface{Name: links.podName, Mac: links.podMAC, Mtu: conf.MTU, Sandbox: netns})
+	podIdx := hostIdx + 1
+	for _, a := range allocs {
+		bits := 32
+		gw := a.Gateway
+		dst := net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		if a.Addr.Is6() {
+			bits = 128
+			gw = v6Gateway
+			dst = net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		}
+		res.IPs = append(res.IPs, &current.IPConfig{
+			Interface: &podIdx,
+			Address:   net.IPNet{IP: a.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)},
+			Gateway:   gw.AsSlice(),
+		})
+		res.Routes = append(res.Routes, &types.Route{Dst: dst, GW: gw.AsSlice()})
+	}
+	return res
+}
+
+func (p *plugin) del(args *skel.CmdArgs) error {
+	conf, cerr := parseConf(args.StdinData)
+	if cerr != nil {
+		return cerr
+	}
+	// DEL succeeds when the namespace, the interface or the address is gone already.
+	if err := teardownPod(args.Netns, args.IfName, HostVethName(args.ContainerID, args.IfName)); err != nil {
+		return asCNIError(err, "remove pod interface")
+	}
+	alloc, err := ipam.New(conf.DataDir, conf.ranges)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
+	}
+	if err := alloc.Release(ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
+		return types.NewError(types.ErrIOFailure, "release pod address", err.Error())
+	}
+	return nil
+}
+
+func (p *plugin) check(args *skel.CmdArgs) error {
+	conf, cerr := parseConf(args.StdinData)
+	if cerr != nil {
+		return cerr
+	}
+	if conf.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs the prevResult of the ADD", "")
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "failed to convert prevResult", err.Error())
+	}
+	alloc, err := ipam.New(conf.DataDir, conf.ranges)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
+	}
+	held, err := alloc.Get(ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "read IPAM state", err.Error())
+	}
+	want, err := expectedFromResult(prev, args.Netns, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrInternal, "CHECK failed", err.Error())
+	}
+	for _, a := range want.addrs {
+		found := false
+		for _, h := range held {
+			if h.Addr == a {
+				found = true
+			}
+		}
+		if !found {
+			return types.NewError(types.ErrInternal, fmt.Sprintf("CHECK failed: address %s is not reserved in IPAM for this attachment", a), "")
+		}
+	}
+	if err := checkPod(args.Netns, args.IfName, HostVethName(args.ContainerID, args.IfName), want); err != nil {
+		return types.NewError(types.ErrInternal, "CHECK failed: "+err.Error(), "")
+	}
+	return nil
+}
+
+func (p *plugin) gc(args *skel.CmdArgs) error {
+	conf, cerr := parseConf(args.StdinData)
+	if cerr != nil {
+		return cerr
+	}
+	alloc, err := ipam.New(conf.DataDir, conf.ranges)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
+	}
+	valid := make([]ipam.Attachment, 0, len(conf.ValidAttachments))
+	keep := map[string]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid = append(valid, ipam.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+		keep[HostVethName(a.ContainerID, a.IfName)] = true
+	}
+	var errs []error
+	if _, err := alloc.GC(valid); err != nil {
+		errs = append(errs, err)
+	}
+	// Node-side veths of attachments that are gone (their pod end went with the
+	// namespace, but a crashed DEL can leave the node end of a live namespace).
+	if err := removeStaleHostVeths(keep); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return types.NewError(types.ErrIOFailure, "GC", err.Error())
+	}
+	return nil
+}
+
+func (p *plugin) status(args *skel.CmdArgs) error {
+	conf, cerr := parseConf(args.StdinData)
+	if cerr != nil {
+		return cerr
+	}
+	if len(conf.ranges) == 0 {
+		return types.NewError(50, "the plugin is not available: the node has no pod range yet", "")
+	}
+	if err := os.MkdirAll(conf.DataDir, 0o700); err != nil {
+		return types.NewError(50, "the plugin is not available: IPAM directory unusable", err.Error())
+	}
+	return nil
+}
