@@ -17,8 +17,9 @@ deps:
 build: amime controlplane
 
 amime:
-	@echo "build: bin/amime"
+	@echo "build: bin/amime, bin/amime-pod"
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/amime ./cmd/amime
+	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/amime-pod ./cmd/amime-pod
 
 # The control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl) lives in its own module; its first build takes several minutes.

@@ -12,6 +12,7 @@ import (
 
 	"amime.dev/amime/internal/lab"
 	"amime.dev/amime/internal/noderuntime"
+	"amime.dev/amime/internal/shim"
 )
 
 func newLabCommand() *cobra.Command {
@@ -207,7 +208,7 @@ func newLabCommand() *cobra.Command {
 	}
 	cniCheck.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the pod")
 
-	cmd.AddCommand(up, down, status, kubeconfig, exec, logs, cniCheck, newNodeCommand(), newShimCommand())
+	cmd.AddCommand(up, down, status, kubeconfig, exec, logs, cniCheck, newNodeCommand())
 	return cmd
 }
 
@@ -295,7 +296,7 @@ func newShimCommand() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if code := noderuntime.Shim(dir); code != 0 {
+			if code := shim.Run(dir); code != 0 {
 				return exitError{code}
 			}
 			return nil

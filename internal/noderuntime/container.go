@@ -100,7 +100,7 @@ func (c *containerState) start(bin string, spec *shimSpec, podNetns string, ownU
 	if err := writeJSON(filepath.Join(c.dir, "spec.json"), spec); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "lab", "shim", "--dir", c.dir)
+	cmd := exec.Command(bin, "shim", "--dir", c.dir)
 	cmd.Dir = "/"
 	logf, err := os.OpenFile(filepath.Join(c.dir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -94,8 +94,9 @@ func isAmimeImage(repo string) bool {
 type lookPathFunc func(string) (string, error)
 
 // containerArgv returns the program and arguments the lab runs for a container,
-// or a clear reason why it cannot run it.
-func containerArgv(c *corev1.Container, amimeBin string, look lookPathFunc) ([]string, error) {
+// or a clear reason why it cannot run it. amimeBin runs the amime image, podBin
+// the built-in workloads.
+func containerArgv(c *corev1.Container, amimeBin, podBin string, look lookPathFunc) ([]string, error) {
 	if look == nil {
 		look = exec.LookPath
 	}
@@ -128,12 +129,12 @@ func containerArgv(c *corev1.Container, amimeBin string, look lookPathFunc) ([]s
 				// agnhost without a subcommand prints its help and exits.
 				rest = []string{"--help"}
 			}
-			return append([]string{amimeBin, "workload", "agnhost"}, rest...), nil
+			return append([]string{podBin, "workload", "agnhost"}, rest...), nil
 		}
 		if len(c.Command) > 0 {
 			return nil, fmt.Errorf("image %q is mapped to amime's built-in %s server, which cannot run the custom command %q", c.Image, w, strings.Join(c.Command, " "))
 		}
-		return append([]string{amimeBin, "workload", w}, c.Args...), nil
+		return append([]string{podBin, "workload", w}, c.Args...), nil
 	}
 	def, ok := hostToolImages[repo]
 	if !ok {

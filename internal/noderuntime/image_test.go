@@ -88,6 +88,7 @@ func fakeLook(installed ...string) lookPathFunc {
 
 func TestContainerArgv(t *testing.T) {
 	const bin = "/opt/amime/bin/amime"
+	const podBin = "/opt/amime/bin/amime-pod"
 	look := fakeLook("sh", "bash", "zsh", "curl", "sleep", "/bin/sh", "wget")
 	tests := []struct {
 		name    string
@@ -113,19 +114,19 @@ func TestContainerArgv(t *testing.T) {
 
 		// agnhost.
 		{name: "agnhost full command", image: "registry.k8s.io/e2e-test-images/agnhost:2.52", command: []string{"/agnhost", "netexec", "--http-port=8080"},
-			want: []string{bin, "workload", "agnhost", "netexec", "--http-port=8080"}},
+			want: []string{podBin, "workload", "agnhost", "netexec", "--http-port=8080"}},
 		{name: "agnhost command and args", image: "registry.k8s.io/e2e-test-images/agnhost:2.52", command: []string{"/agnhost"}, args: []string{"serve-hostname", "--port=9376"},
-			want: []string{bin, "workload", "agnhost", "serve-hostname", "--port=9376"}},
+			want: []string{podBin, "workload", "agnhost", "serve-hostname", "--port=9376"}},
 		{name: "agnhost bare command name", image: "registry.k8s.io/e2e-test-images/agnhost:2.52", command: []string{"agnhost", "pause"},
-			want: []string{bin, "workload", "agnhost", "pause"}},
+			want: []string{podBin, "workload", "agnhost", "pause"}},
 		{name: "agnhost args only", image: "registry.k8s.io/e2e-test-images/agnhost:2.52", args: []string{"netexec", "--http-port=8080", "--udp-port=8081"},
-			want: []string{bin, "workload", "agnhost", "netexec", "--http-port=8080", "--udp-port=8081"}},
+			want: []string{podBin, "workload", "agnhost", "netexec", "--http-port=8080", "--udp-port=8081"}},
 		{name: "agnhost old registry", image: "gcr.io/kubernetes-e2e-test-images/agnhost:2.8", args: []string{"pause"},
-			want: []string{bin, "workload", "agnhost", "pause"}},
+			want: []string{podBin, "workload", "agnhost", "pause"}},
 		{name: "agnhost no args prints help", image: "registry.k8s.io/e2e-test-images/agnhost:2.52",
-			want: []string{bin, "workload", "agnhost", "--help"}},
+			want: []string{podBin, "workload", "agnhost", "--help"}},
 		{name: "agnhost command only entrypoint prints help", image: "registry.k8s.io/e2e-test-images/agnhost:2.52", command: []string{"/agnhost"},
-			want: []string{bin, "workload", "agnhost", "--help"}},
+			want: []string{podBin, "workload", "agnhost", "--help"}},
 		{name: "agnhost shell command runs on host", image: "registry.k8s.io/e2e-test-images/agnhost:2.52", command: []string{"/bin/sh", "-c", "sleep 1"},
 			want: []string{"/bin/sh", "-c", "sleep 1"}},
 		{name: "agnhost bare shell plus args", image: "registry.k8s.io/e2e-test-images/agnhost:2.52", command: []string{"sh", "-c"}, args: []string{"echo hi"},
@@ -134,23 +135,23 @@ func TestContainerArgv(t *testing.T) {
 			wantErr: `image "registry.k8s.io/e2e-test-images/agnhost:2.52" runs its command on the host, but "/bin/sh" is not installed here: exec: "/bin/sh": executable file not found in $PATH`},
 
 		// pause.
-		{name: "pause", image: "registry.k8s.io/pause:3.10", want: []string{bin, "workload", "pause"}},
-		{name: "pause google_containers", image: "k8s.gcr.io/google_containers/pause:3.1", want: []string{bin, "workload", "pause"}},
-		{name: "pause google-containers", image: "gcr.io/google-containers/pause", want: []string{bin, "workload", "pause"}},
+		{name: "pause", image: "registry.k8s.io/pause:3.10", want: []string{podBin, "workload", "pause"}},
+		{name: "pause google_containers", image: "k8s.gcr.io/google_containers/pause:3.1", want: []string{podBin, "workload", "pause"}},
+		{name: "pause google-containers", image: "gcr.io/google-containers/pause", want: []string{podBin, "workload", "pause"}},
 
 		// nginxdemos/hello.
-		{name: "hello", image: "nginxdemos/hello", want: []string{bin, "workload", "hello"}},
-		{name: "hello latest with args", image: "docker.io/nginxdemos/hello:latest", args: []string{"--x"}, want: []string{bin, "workload", "hello", "--x"}},
-		{name: "hello plain-text", image: "nginxdemos/hello:plain-text", want: []string{bin, "workload", "hello-plain"}},
-		{name: "nginx-hello plain-text", image: "nginxdemos/nginx-hello:plain-text", want: []string{bin, "workload", "hello-plain"}},
+		{name: "hello", image: "nginxdemos/hello", want: []string{podBin, "workload", "hello"}},
+		{name: "hello latest with args", image: "docker.io/nginxdemos/hello:latest", args: []string{"--x"}, want: []string{podBin, "workload", "hello", "--x"}},
+		{name: "hello plain-text", image: "nginxdemos/hello:plain-text", want: []string{podBin, "workload", "hello-plain"}},
+		{name: "nginx-hello plain-text", image: "nginxdemos/nginx-hello:plain-text", want: []string{podBin, "workload", "hello-plain"}},
 		{name: "hello custom command", image: "nginxdemos/hello:plain-text", command: []string{"nginx"},
 			wantErr: `image "nginxdemos/hello:plain-text" is mapped to amime's built-in hello-plain server, which cannot run the custom command "nginx"`},
 
 		// nginx.
-		{name: "nginx", image: "nginx:1.27", want: []string{bin, "workload", "nginx"}},
-		{name: "nginx docker hub library", image: "docker.io/library/nginx:alpine", want: []string{bin, "workload", "nginx"}},
-		{name: "nginx unprivileged", image: "nginxinc/nginx-unprivileged", want: []string{bin, "workload", "nginx"}},
-		{name: "bitnami nginx", image: "bitnami/nginx:1.25", want: []string{bin, "workload", "nginx"}},
+		{name: "nginx", image: "nginx:1.27", want: []string{podBin, "workload", "nginx"}},
+		{name: "nginx docker hub library", image: "docker.io/library/nginx:alpine", want: []string{podBin, "workload", "nginx"}},
+		{name: "nginx unprivileged", image: "nginxinc/nginx-unprivileged", want: []string{podBin, "workload", "nginx"}},
+		{name: "bitnami nginx", image: "bitnami/nginx:1.25", want: []string{podBin, "workload", "nginx"}},
 		{name: "nginx custom command", image: "nginx:1.27", command: []string{"nginx", "-g", "daemon off;"},
 			wantErr: `image "nginx:1.27" is mapped to amime's built-in nginx server, which cannot run the custom command "nginx -g daemon off;"`},
 
@@ -201,7 +202,7 @@ func TestContainerArgv(t *testing.T) {
 			if l == nil {
 				l = look
 			}
-			got, err := containerArgv(c, bin, l)
+			got, err := containerArgv(c, bin, podBin, l)
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatalf("containerArgv() = %q, want error %q", got, tt.wantErr)
@@ -225,7 +226,7 @@ func TestContainerArgv(t *testing.T) {
 }
 
 func TestContainerArgvUnknownImageMentionsNotMapped(t *testing.T) {
-	_, err := containerArgv(&corev1.Container{Image: "example.com/acme/widget:3"}, "/amime", fakeLook())
+	_, err := containerArgv(&corev1.Container{Image: "example.com/acme/widget:3"}, "/amime", "/amime-pod", fakeLook())
 	if err == nil {
 		t.Fatal("want an error for an unknown image")
 	}
@@ -243,14 +244,14 @@ func TestContainerArgvLooksUpOnlyForHostCommands(t *testing.T) {
 		return "/x/" + name, nil
 	}
 	for _, image := range []string{"amime", "nginx", "registry.k8s.io/pause:3.10", "nginxdemos/hello"} {
-		if _, err := containerArgv(&corev1.Container{Image: image}, "/amime", look); err != nil {
+		if _, err := containerArgv(&corev1.Container{Image: image}, "/amime", "/amime-pod", look); err != nil {
 			t.Fatalf("%s: %v", image, err)
 		}
 	}
 	if len(looked) != 0 {
 		t.Errorf("built-in images looked up host programs %q", looked)
 	}
-	if _, err := containerArgv(&corev1.Container{Image: "busybox", Command: []string{"ping", "-c1", "x"}}, "/amime", look); err != nil {
+	if _, err := containerArgv(&corev1.Container{Image: "busybox", Command: []string{"ping", "-c1", "x"}}, "/amime", "/amime-pod", look); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]string{"ping"}, looked); diff != "" {

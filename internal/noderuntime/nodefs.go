@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"amime.dev/amime/internal/shim"
 )
 
 // NodePrivatePaths are the paths that belong to one node. All lab nodes share the
@@ -29,7 +31,7 @@ func privatizeNodePaths(stateDir, createdLog string) error {
 		if err := os.MkdirAll(src, 0o755); err != nil {
 			return err
 		}
-		target, err := ensureTarget(shimMount{Source: src, Target: p}, createdLog)
+		target, err := shim.EnsureTarget(shim.Mount{Source: src, Target: p}, createdLog)
 		if err != nil {
 			return err
 		}

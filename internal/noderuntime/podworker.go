@@ -430,7 +430,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, spec *c
 		w.log.Error("container directory", "err", err)
 		return
 	}
-	argv, err := containerArgv(spec, w.r.opts.Bin, nil)
+	argv, err := containerArgv(spec, w.r.opts.Bin, w.r.opts.PodBin, nil)
 	if err != nil {
 		if c.waiting != ErrImageNotMapped {
 			w.r.recorder.Eventf(pod, corev1.EventTypeWarning, "Failed", "Failed to pull image %q: %v", spec.Image, err)
@@ -462,7 +462,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, spec *c
 		netnsName = w.sandbox.Netns
 	}
 	c.ImageRef = spec.Image
-	if err := c.start(w.r.opts.Bin, s, netnsName, !pod.Spec.HostNetwork, w.kick); err != nil {
+	if err := c.start(w.r.opts.PodBin, s, netnsName, !pod.Spec.HostNetwork, w.kick); err != nil {
 		c.waiting, c.waitMsg = "RunContainerError", err.Error()
 		w.log.Error("start container", "container", c.name, "err", err)
 		return

@@ -56,8 +56,11 @@ type Options struct {
 	// over by `lab up`), where pod network namespaces are pinned so that the
 	// machine (and `lab down`) sees them.
 	HostMountNS *os.File
-	// Bin is the amime binary: the pod shim and the amime image.
-	Bin         string
+	// Bin is the amime binary (the amime image).
+	Bin string
+	// PodBin runs container shims and built-in workloads: amime-pod next to
+	// Bin when present (a few MB per process), else Bin itself.
+	PodBin      string
 	MaxPods     int
 	KubeletPort int
 	Logger      *slog.Logger
@@ -88,6 +91,12 @@ func (o *Options) Defaults() {
 	}
 	if o.Bin == "" {
 		o.Bin, _ = os.Executable()
+	}
+	if o.PodBin == "" {
+		o.PodBin = o.Bin
+		if p := filepath.Join(filepath.Dir(o.Bin), "amime-pod"); fileExists(p) {
+			o.PodBin = p
+		}
 	}
 }
 
@@ -322,4 +331,9 @@ func (r *Runtime) adopt() error {
 		r.mu.Unlock()
 	}
 	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

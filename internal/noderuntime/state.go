@@ -1,12 +1,9 @@
 package noderuntime
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
 	"time"
 
-	"amime.dev/amime/internal/atomicfile"
+	"amime.dev/amime/internal/shim"
 )
 
 // The node runtime keeps what it needs to adopt running pods after a restart on
@@ -33,49 +30,12 @@ type sandboxState struct {
 	Created     time.Time `json:"created"`
 }
 
-// shimSpec is what the shim runs in a container's namespaces.
-type shimSpec struct {
-	Argv     []string    `json:"argv"`
-	Env      []string    `json:"env"`
-	Dir      string      `json:"dir,omitempty"`
-	Hostname string      `json:"hostname,omitempty"`
-	Mounts   []shimMount `json:"mounts,omitempty"`
-	LogPath  string      `json:"logPath"`
-	// CreatedLog records mount points the shim had to create on the machine.
-	CreatedLog string `json:"createdLog,omitempty"`
-}
+// The shim's types (internal/shim).
+type (
+	shimSpec  = shim.Spec
+	shimMount = shim.Mount
+	exitState = shim.Exit
+)
 
-type shimMount struct {
-	Source   string `json:"source"`
-	Target   string `json:"target"`
-	ReadOnly bool   `json:"readOnly,omitempty"`
-	File     bool   `json:"file,omitempty"`
-}
-
-// exitState is written by the shim when the container process ends.
-type exitState struct {
-	ExitCode   int       `json:"exitCode"`
-	Signal     string    `json:"signal,omitempty"`
-	StartedAt  time.Time `json:"startedAt"`
-	FinishedAt time.Time `json:"finishedAt"`
-	Error      string    `json:"error,omitempty"`
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(path, b, 0o644)
-}
-
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
+func writeJSON(path string, v any) error { return shim.WriteJSON(path, v) }
+func readJSON(path string, v any) error  { return shim.ReadJSON(path, v) }

@@ -1,6 +1,7 @@
-package noderuntime
+package shim
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,26 +14,31 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"amime.dev/amime/internal/atomicfile"
 	"amime.dev/amime/internal/proc"
 )
 
-// Shim is the first process of a container. The node runtime starts it in the
+// Package shim is the first process of every lab container. It is built into
+// the small amime-pod binary (standard library only), so that each container
+// costs a few megabytes, not the agent's footprint.
+//
+// Run is the first process of a container. The node runtime starts it in the
 // pod's network namespace and in fresh mount and UTS namespaces; the shim then
 // makes its mounts private to the container, sets the hostname, bind-mounts the
 // kubelet-managed files and volumes, starts the container's process, forwards
 // SIGTERM to it, and records its exit status in exit.json. Because the shim, not
 // the node runtime, waits for the process, a node runtime restart loses nothing.
-func Shim(dir string) int {
-	var spec shimSpec
-	if err := readJSON(filepath.Join(dir, "spec.json"), &spec); err != nil {
+func Run(dir string) int {
+	var spec Spec
+	if err := ReadJSON(filepath.Join(dir, "spec.json"), &spec); err != nil {
 		fmt.Fprintln(os.Stderr, "shim:", err)
 		return 1
 	}
 	started := time.Now()
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "shim:", err)
-		ex := exitState{ExitCode: 128, StartedAt: started, FinishedAt: time.Now(), Error: err.Error()}
-		_ = writeJSON(filepath.Join(dir, "exit.json"), &ex)
+		ex := Exit{ExitCode: 128, StartedAt: started, FinishedAt: time.Now(), Error: err.Error()}
+		_ = WriteJSON(filepath.Join(dir, "exit.json"), &ex)
 		return 1
 	}
 	if err := setupMounts(&spec); err != nil {
@@ -69,7 +75,7 @@ func Shim(dir string) int {
 		}
 	}()
 	err = cmd.Wait()
-	ex := exitState{StartedAt: started, FinishedAt: time.Now()}
+	ex := Exit{StartedAt: started, FinishedAt: time.Now()}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		ex.ExitCode = ee.ExitCode()
@@ -80,7 +86,7 @@ func Shim(dir string) int {
 	} else if err != nil {
 		ex.ExitCode, ex.Error = 128, err.Error()
 	}
-	if err := writeJSON(filepath.Join(dir, "exit.json"), &ex); err != nil {
+	if err := WriteJSON(filepath.Join(dir, "exit.json"), &ex); err != nil {
 		fmt.Fprintln(os.Stderr, "shim: record exit:", err)
 		return 1
 	}
@@ -88,7 +94,7 @@ func Shim(dir string) int {
 }
 
 // setupMounts runs in the container's own mount namespace.
-func setupMounts(spec *shimSpec) error {
+func setupMounts(spec *Spec) error {
 	// Nothing mounted here may propagate back to the node.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
@@ -100,7 +106,7 @@ func setupMounts(spec *shimSpec) error {
 		}
 	}
 	for _, m := range spec.Mounts {
-		target, err := ensureTarget(m, spec.CreatedLog)
+		target, err := EnsureTarget(m, spec.CreatedLog)
 		if err != nil {
 			return err
 		}
@@ -116,10 +122,10 @@ func setupMounts(spec *shimSpec) error {
 	return nil
 }
 
-// ensureTarget makes sure the mount point exists. Pods share the machine's file
+// EnsureTarget makes sure the mount point exists. Pods share the machine's file
 // system, so a missing mount point is created on it and recorded in createdLog for
 // `lab down` to remove.
-func ensureTarget(m shimMount, createdLog string) (string, error) {
+func EnsureTarget(m Mount, createdLog string) (string, error) {
 	target := m.Target
 	if resolved, err := filepath.EvalSymlinks(target); err == nil {
 		return resolved, nil
@@ -153,4 +159,54 @@ func ensureTarget(m shimMount, createdLog string) (string, error) {
 		}
 	}
 	return target, nil
+}
+
+// Spec is what the shim runs in a container's namespaces (spec.json).
+type Spec struct {
+	Argv     []string `json:"argv"`
+	Env      []string `json:"env"`
+	Dir      string   `json:"dir,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	Mounts   []Mount  `json:"mounts,omitempty"`
+	LogPath  string   `json:"logPath"`
+	// CreatedLog records mount points the shim had to create on the machine.
+	CreatedLog string `json:"createdLog,omitempty"`
+}
+
+// Mount is one bind mount into the container.
+type Mount struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+	File     bool   `json:"file,omitempty"`
+}
+
+// Exit is written by the shim to exit.json when the container process ends.
+type Exit struct {
+	ExitCode   int       `json:"exitCode"`
+	Signal     string    `json:"signal,omitempty"`
+	StartedAt  time.Time `json:"startedAt"`
+	FinishedAt time.Time `json:"finishedAt"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// WriteJSON writes v to path atomically.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, b, 0o644)
+}
+
+// ReadJSON reads path into v.
+func ReadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
