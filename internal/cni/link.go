@@ -83,6 +83,9 @@ func setupPod(netnsPath, ifname, hostName string, mtu int, allocs []ipam.Allocat
 		}
 		for _, a := range allocs {
 			for _, r := range podRoutes(link.Attrs().Index, a) {
+				if r.Priority, err = podRoutePriority(r); err != nil {
+					return err
+				}
 				if err := netlink.RouteReplace(&r); err != nil {
 					return fmt.Errorf("pod route %s: %w", r.Dst, err)
 				}
@@ -108,6 +111,36 @@ func podRoutes(linkIndex int, a ipam.Allocation) []netlink.Route {
 	return []netlink.Route{
 		{LinkIndex: linkIndex, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Gw: v6Gateway.AsSlice()},
 	}
+}
+
+// podRoutePriority is the metric of a new pod route: the kernel's default,
+// unless another interface of the pod (an earlier attachment) has a route to the
+// same destination. Then it is one more than the highest such metric, so that
+// the new route neither replaces that route (which would take it away with this
+// attachment's DEL, and fail the other attachment's CHECK) nor wins over it.
+func podRoutePriority(r netlink.Route) (int, error) {
+	family := netlink.FAMILY_V6
+	if r.Dst.IP.To4() != nil {
+		family = netlink.FAMILY_V4
+	}
+	routes, err := netlink.RouteList(nil, family)
+	if err != nil {
+		return 0, fmt.Errorf("list pod routes: %w", err)
+	}
+	want, _ := r.Dst.Mask.Size()
+	prio := 0
+	for _, o := range routes {
+		ones, ip := 0, net.IP(nil)
+		if o.Dst != nil {
+			ones, _ = o.Dst.Mask.Size()
+			ip = o.Dst.IP
+		}
+		same := ones == want && (ip.Equal(r.Dst.IP) || ip == nil && r.Dst.IP.IsUnspecified())
+		if same && o.LinkIndex != r.LinkIndex && o.Priority >= prio {
+			prio = o.Priority + 1
+		}
+	}
+	return prio, nil
 }
 
 func setupHostSide(hostName string, allocs []ipam.Allocation) error {

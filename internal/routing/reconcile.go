@@ -3,6 +3,9 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
 	"sort"
 )
 
@@ -34,6 +37,7 @@ type Changes struct{ Added, Removed int }
 func Apply(dp Dataplane, d Desired) (Changes, error) {
 	var ch Changes
 	var errs []error
+	removeStale := func() {}
 	if d.VXLAN != nil {
 		if err := dp.EnsureVXLAN(*d.VXLAN); err != nil {
 			return ch, fmt.Errorf("vxlan device: %w", err)
@@ -60,16 +64,23 @@ func Apply(dp Dataplane, d Desired) (Changes, error) {
 		for _, n := range addN {
 			errs = appendErr(errs, dp.ReplaceNeighbor(VXLANDevice, n), &ch.Added)
 		}
-		defer func() {
+		// A neighbour entry is keyed by its address alone: one whose MAC changed
+		// (a pod range handed to a new node) was replaced above, and deleting the
+		// old one would delete the new one.
+		wantIP := make(map[netip.Addr]bool, len(d.Neighbors))
+		for _, n := range d.Neighbors {
+			wantIP[n.IP] = true
+		}
+		delN = slices.DeleteFunc(delN, func(n Neighbor) bool { return wantIP[n.IP] })
+		// Stale entries go after the routes that use them (below).
+		removeStale = func() {
 			for _, n := range delN {
-				_ = dp.DeleteNeighbor(VXLANDevice, n)
-				ch.Removed++
+				errs = appendErr(errs, dp.DeleteNeighbor(VXLANDevice, n), &ch.Removed)
 			}
 			for _, f := range del {
-				_ = dp.DeleteFDB(VXLANDevice, f)
-				ch.Removed++
+				errs = appendErr(errs, dp.DeleteFDB(VXLANDevice, f), &ch.Removed)
 			}
-		}()
+		}
 	}
 	haveR, err := dp.Routes()
 	if err != nil {
@@ -82,6 +93,7 @@ func Apply(dp Dataplane, d Desired) (Changes, error) {
 	for _, r := range addR {
 		errs = appendErr(errs, dp.ReplaceRoute(r), &ch.Added)
 	}
+	removeStale()
 	return ch, errors.Join(errs...)
 }
 
@@ -133,7 +145,10 @@ func NewFake(links ...Link) *Fake {
 
 func (f *Fake) Links() ([]Link, error) { return f.LinkList, nil }
 func (f *Fake) EnsureVXLAN(v VXLAN) error {
-	f.Calls++
+	// Like the netlink implementation, a device that is as desired is left alone.
+	if f.Device == nil || !reflect.DeepEqual(*f.Device, v) {
+		f.Calls++
+	}
 	f.Device = &v
 	return nil
 }

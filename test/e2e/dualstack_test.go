@@ -23,23 +23,7 @@ func TestDualStackLab(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	name := []string{"--name", "e2edual"}
-	down := func() { _, _ = run(context.Background(), *amimeBin, append([]string{"lab", "down"}, name...)...) }
-	down()
-	t.Cleanup(down)
-	out, err := run(context.Background(), *amimeBin, append(append([]string{"lab", "up"}, name...),
-		"--nodes", "2", "--ip-family", "dual", "--underlay", "172.30.8.0/24", "--underlay-v6", "fd00:a:e8::/64",
-		"--etcd-port", "12579")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(out)
-	kc := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "=")+1:])
-	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dual := kubernetes.NewForConfigOrDie(cfg)
+	dual := extraLab(t, "e2edual", "--ip-family", "dual", "--underlay", "172.30.8.0/24", "--underlay-v6", "fd00:a:e8::/64", "--etcd-port", "12579")
 	nodes, err := dual.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -66,35 +50,112 @@ func TestDualStackLab(t *testing.T) {
 	}
 	var ips [2][]corev1.PodIP
 	for i := range 2 {
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			p, err := dual.CoreV1().Pods("default").Get(context.Background(), fmt.Sprintf("p%d", i), metav1.GetOptions{})
-			if err == nil && p.Status.Phase == corev1.PodRunning && len(p.Status.PodIPs) == 2 {
-				ips[i] = p.Status.PodIPs
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("pod p%d not running with two IPs: %+v (%v)", i, p.Status, err)
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
+		ips[i] = runningPodIPs(t, dual, fmt.Sprintf("p%d", i), 2)
 		a0, _ := netip.ParseAddr(ips[i][0].IP)
 		a1, _ := netip.ParseAddr(ips[i][1].IP)
 		if !a0.Is4() || !a1.Is6() {
 			t.Errorf("pod p%d IPs %v: want IPv4 first, then IPv6", i, ips[i])
 		}
 	}
-	target := "http://[" + ips[1][1].IP + "]:8080/clientip"
-	var got string
+	for fam, want := range map[int]string{0: ips[0][0].IP + ":", 1: "[" + ips[0][1].IP + "]:"} {
+		host := ips[1][fam].IP
+		if fam == 1 {
+			host = "[" + host + "]"
+		}
+		got := curlFrom(t, "e2edual", "p0", "http://"+host+":8080/clientip")
+		if !strings.HasPrefix(got, want) {
+			t.Errorf("pod to pod across nodes over IPv%d: seen as %q; want the client's own address %s", 4+2*fam, got, want)
+		}
+	}
+}
+
+// TestNativeRoutingLab brings up a two-node lab in native routing mode: no
+// VXLAN device, routes to the other node's pod range via its address, and pod
+// to pod traffic across nodes without NAT.
+func TestNativeRoutingLab(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	nat := extraLab(t, "e2enat", "--routing", "native", "--underlay", "172.30.6.0/24", "--underlay-v6", "fd00:a:e6::/64", "--etcd-port", "12779")
+	for i, node := range []string{"e2enat-node-1", "e2enat-node-2"} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i)},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
+				Name: "c", Image: "registry.k8s.io/e2e-test-images/agnhost:2.53", Args: []string{"netexec"},
+			}}},
+		}
+		if _, err := nat.CoreV1().Pods("default").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := runningPodIPs(t, nat, "p0", 1)[0].IP
+	b := runningPodIPs(t, nat, "p1", 1)[0].IP
+	if got := curlFrom(t, "e2enat", "p0", "http://"+b+":8080/clientip"); !strings.HasPrefix(got, a+":") {
+		t.Errorf("native routing across nodes: seen as %q, want %s", got, a)
+	}
+	out, err := run(context.Background(), *amimeBin, "lab", "exec", "--name", "e2enat", "--node", "e2enat-node-1", "--", "sh", "-c", "ip route show proto 161; ip link show amime.vxlan 2>&1 || true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, err := nat.CoreV1().Nodes().Get(context.Background(), "e2enat-node-2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := n2.Spec.PodCIDR + " via 172.30.6.12 dev eth0"
+	if !strings.Contains(out, want) || !strings.Contains(out, "does not exist") {
+		t.Errorf("native routes on node 1:\n%s\nwant %q and no VXLAN device", out, want)
+	}
+}
+
+// extraLab brings up a second, two-node lab for one test and removes it after.
+func extraLab(t *testing.T, name string, flags ...string) *kubernetes.Clientset {
+	t.Helper()
+	down := func() { _, _ = run(context.Background(), *amimeBin, "lab", "down", "--name", name) }
+	down()
+	t.Cleanup(down)
+	out, err := run(context.Background(), *amimeBin, append([]string{"lab", "up", "--name", name, "--nodes", "2"}, flags...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "=")+1:])
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kubernetes.NewForConfigOrDie(cfg)
+}
+
+// runningPodIPs waits for a pod of the default namespace to run with n IPs.
+func runningPodIPs(t *testing.T, c *kubernetes.Clientset, name string, n int) []corev1.PodIP {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p, err := c.CoreV1().Pods("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning && len(p.Status.PodIPs) == n {
+			return p.Status.PodIPs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s not running with %d IPs: %v", name, n, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// curlFrom fetches url from a pod of another lab, retrying briefly.
+func curlFrom(t *testing.T, lab, pod, url string) string {
+	t.Helper()
+	var out string
+	var err error
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		got, err = run(context.Background(), *amimeBin, "lab", "exec", "--name", "e2edual", "p0", "--", "curl", "-s", "--max-time", "3", target)
+		out, err = run(context.Background(), *amimeBin, "lab", "exec", "--name", lab, pod, "--", "curl", "-s", "--max-time", "3", url)
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if err != nil || !strings.HasPrefix(got, "["+ips[0][1].IP+"]:") {
-		t.Errorf("IPv6 pod to pod across nodes: %q, %v; want the client's own IPv6 address", got, err)
+	if err != nil {
+		t.Errorf("curl %s from %s: %v", url, pod, err)
 	}
+	return strings.TrimSpace(out)
 }
