@@ -17,6 +17,8 @@ deps=(
   "/usr/lib/cni/bridge:containernetworking-plugins"
   "/usr/lib/cni/host-local:containernetworking-plugins"
   "/usr/lib/cni/loopback:containernetworking-plugins"
+  "iperf3:iperf3"
+  "wrk:wrk"
   "make:make"
   "git:git"
 )

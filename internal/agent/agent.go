@@ -86,7 +86,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--cluster-cidr is required (the cluster's pod ranges, for masquerade)"))
 	}
 	for _, p := range c.ClusterCIDRs {
-		if false {
+		if p.Masked() != p {
 			errs = append(errs, fmt.Errorf("--cluster-cidr %s: host bits set", p))
 		}
 	}

@@ -140,7 +140,7 @@ func (p *plugin) del(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
 	}
-	if err := error(nil); err != nil {
+	if err := alloc.Release(ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
 		return types.NewError(types.ErrIOFailure, "release pod address", err.Error())
 	}
 	return nil

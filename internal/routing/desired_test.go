@@ -88,6 +88,10 @@ func TestCompute(t *testing.T) {
 			others: nodes(v4, 5, 3, 2, 4), links: []Link{eth0v4}, wantMTU: 1450, wantRoutes: 4,
 		},
 		{
+			name: "overlay-dual-v4underlay-1node", mode: Overlay, self: node(1, dual),
+			links: []Link{eth0dual}, wantMTU: 1450,
+		},
+		{
 			name: "overlay-dual-v4underlay-3nodes", mode: Overlay, self: node(1, dual),
 			others: nodes(dual, 2, 3), links: []Link{eth0dual}, wantMTU: 1450, wantRoutes: 4,
 		},
@@ -162,10 +166,15 @@ func TestCompute(t *testing.T) {
 			wantErrs: [][]string{{"node node-3 (192.168.2.13) is not directly reachable from node node-1", "use overlay mode"}},
 		},
 		{
-			// A host prefix (/32) is not a connected network.
-			name: "native-host-prefix-only", mode: Native, self: node(1, v4), others: nodes(v4, 2),
-			links: []Link{link("eth0", 2, 1500, "192.168.1.11/32")}, wantMTU: 1500,
-			wantErrs: [][]string{{"node node-2 (192.168.1.12) is not directly reachable", "use overlay mode"}},
+			// A host prefix (/32) is not a connected network, even when it holds
+			// the remote node's address.
+			name: "native-host-prefix-only", mode: Native, self: node(1, v4),
+			others: []Node{node(2, v4), with(node(3, v4), func(n *Node) { n.InternalIPs = []netip.Addr{netip.MustParseAddr("10.0.0.13")} })},
+			links:  []Link{link("eth0", 2, 1500, "192.168.1.11/32"), link("wg0", 3, 1420, "10.0.0.13/32")}, wantMTU: 1500,
+			wantErrs: [][]string{
+				{"node node-2 (192.168.1.12) is not directly reachable", "use overlay mode"},
+				{"node node-3 (10.0.0.13) is not directly reachable", "use overlay mode"},
+			},
 		},
 		{
 			name: "native-no-podcidr", mode: Native, self: node(1, v4),
