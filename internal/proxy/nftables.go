@@ -1,0 +1,303 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Table is the nftables table the proxy owns. Static chains hold a handful of
+// rules each; everything that changes with Services lives in maps and sets, and
+// in one small chain per Service port reached through a verdict map, so the cost
+// of a packet does not grow with the number of Services.
+//
+//	nat-prerouting, nat-output (dstnat)  → services
+//	services: ip daddr . l4proto . dport  vmap @service-ips-v4/v6   (ClusterIPs, external and LB IPs)
+//	          fib daddr type local . l4proto . dport vmap @service-nodeports
+//	svc-<hash>: masquerade mark for off-cluster sources, DNAT to an endpoint
+//	            chosen by numgen (an anonymous map), or per-endpoint chains
+//	            when the Service has ClientIP affinity
+//	ext-<hash>: external traffic (NodePort, external/LB IPs): policy Cluster
+//	            masquerades and uses all endpoints, policy Local uses only this
+//	            node's and keeps the client address
+//	filter-input/forward/output (before dstnat) → endpoints-check: new
+//	            connections to a Service port without endpoints are rejected
+//	nat-postrouting: masquerade marked packets and hairpin (a pod reaching
+//	            itself through its Service)
+const Table = "amime-proxy"
+
+// markMasq is the packet mark that asks nat-postrouting to masquerade.
+const markMasq = "0x4000"
+
+// chainName returns a stable, short chain name for a Service port.
+func chainName(prefix, key string) string {
+	h := sha256.Sum256([]byte(key))
+	return prefix + "-" + strings.ToLower(base32.StdEncoding.EncodeToString(h[:])[:16])
+}
+
+func fam(v6 bool) string {
+	if v6 {
+		return "v6"
+	}
+	return "v4"
+}
+
+func ipKw(v6 bool) string {
+	if v6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+func l4(p string) string { return strings.ToLower(p) }
+
+// Config is what the program needs beyond the Service ports.
+type Config struct {
+	NodeName string
+	Zone     string
+	// ClusterCIDRs: traffic to a ClusterIP from outside them is masqueraded.
+	ClusterCIDRs []netip.Prefix
+}
+
+// staticObjects are the chains, maps and sets that do not depend on Services.
+func staticObjects(tx *knftables.Transaction, cfg Config) {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("amime: Service proxy")})
+	for _, v6 := range []bool{false, true} {
+		addrType := "ipv4_addr"
+		if v6 {
+			addrType = "ipv6_addr"
+		}
+		f := fam(v6)
+		tx.Add(&knftables.Map{Name: "service-ips-" + f, Type: addrType + " . inet_proto . inet_service : verdict",
+			Comment: knftables.PtrTo("ClusterIPs, external IPs and load-balancer IPs to their Service chain")})
+		tx.Add(&knftables.Map{Name: "no-endpoint-services-" + f, Type: addrType + " . inet_proto . inet_service : verdict",
+			Comment: knftables.PtrTo("Service IPs and ports without usable endpoints")})
+		tx.Add(&knftables.Set{Name: "cluster-cidrs-" + f, Type: addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}})
+		tx.Add(&knftables.Set{Name: "hairpin-" + f, Type: addrType + " . " + addrType,
+			Comment: knftables.PtrTo("endpoint . endpoint: a pod that reached itself through its Service")})
+	}
+	tx.Add(&knftables.Map{Name: "service-nodeports", Type: "inet_proto . inet_service : verdict"})
+	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
+
+	for _, c := range []struct {
+		name, typ, hook string
+		prio            knftables.BaseChainPriority
+	}{
+		{"nat-prerouting", "nat", "prerouting", knftables.DNATPriority},
+		{"nat-output", "nat", "output", knftables.DNATPriority},
+		{"nat-postrouting", "nat", "postrouting", knftables.SNATPriority},
+		{"filter-input", "filter", "input", "dstnat - 10"},
+		{"filter-forward", "filter", "forward", "dstnat - 10"},
+		{"filter-output", "filter", "output", "dstnat - 10"},
+	} {
+		tx.Add(&knftables.Chain{Name: c.name, Type: knftables.PtrTo(knftables.BaseChainType(c.typ)),
+			Hook: knftables.PtrTo(knftables.BaseChainHook(c.hook)), Priority: knftables.PtrTo(c.prio)})
+		tx.Flush(&knftables.Chain{Name: c.name})
+	}
+	for _, c := range []string{"services", "endpoints-check", "reject", "drop"} {
+		tx.Add(&knftables.Chain{Name: c})
+		tx.Flush(&knftables.Chain{Name: c})
+	}
+	rule := func(chain string, parts ...string) {
+		tx.Add(&knftables.Rule{Chain: chain, Rule: knftables.Concat(parts)})
+	}
+	rule("nat-prerouting", "jump services")
+	rule("nat-output", "jump services")
+	rule("services", "ip daddr . meta l4proto . th dport vmap @service-ips-v4")
+	rule("services", "ip6 daddr . meta l4proto . th dport vmap @service-ips-v6")
+	rule("services", "fib daddr type local meta l4proto . th dport vmap @service-nodeports")
+	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
+		rule(c, "ct state new jump endpoints-check")
+	}
+	rule("endpoints-check", "ip daddr . meta l4proto . th dport vmap @no-endpoint-services-v4")
+	rule("endpoints-check", "ip6 daddr . meta l4proto . th dport vmap @no-endpoint-services-v6")
+	rule("endpoints-check", "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports")
+	// A TCP reset makes connect() fail at once; other protocols get ICMP port
+	// unreachable.
+	rule("reject", "meta l4proto tcp reject with tcp reset")
+	rule("reject", "reject")
+	rule("drop", "drop")
+	rule("nat-postrouting", "ct status dnat ip saddr . ip daddr @hairpin-v4 masquerade")
+	rule("nat-postrouting", "ct status dnat ip6 saddr . ip6 daddr @hairpin-v6 masquerade")
+	rule("nat-postrouting", "meta mark & "+markMasq+" == "+markMasq, "meta mark set meta mark ^ "+markMasq, "masquerade fully-random")
+	for _, v6 := range []bool{false, true} {
+		tx.Flush(&knftables.Set{Name: "cluster-cidrs-" + fam(v6)})
+	}
+	for _, p := range normalizePrefixes(cfg.ClusterCIDRs) {
+		tx.Add(&knftables.Element{Set: "cluster-cidrs-" + fam(p.Addr().Is6()), Key: []string{p.String()}})
+	}
+}
+
+// programmed is what the proxy wrote for one Service port, so that a later sync
+// changes only what differs.
+type programmed struct {
+	chains   map[string][]string // chain name → rules
+	elements []element           // map and set elements
+	sets     []string            // affinity sets
+}
+
+type element struct {
+	set   string
+	key   []string
+	value []string
+}
+
+func (e element) id() string {
+	return e.set + "|" + strings.Join(e.key, " . ") + "|" + strings.Join(e.value, " ")
+}
+
+// renderPort computes the chains and elements of one Service port.
+func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
+	key := sp.Key()
+	v6 := sp.IPv6
+	f := fam(v6)
+	proto := l4(string(sp.Protocol))
+	port := fmt.Sprint(sp.Port)
+	p := programmed{chains: map[string][]string{}}
+	svcChain := chainName("svc", key)
+	extChain := chainName("ext", key)
+	hasExternal := sp.NodePort != 0 || len(sp.ExternalIPs) > 0
+
+	// Internal path: the ClusterIPs.
+	for _, ip := range sp.ClusterIPs {
+		k := []string{ip.String(), proto, port}
+		if len(sel.Internal) == 0 {
+			p.elements = append(p.elements, element{set: "no-endpoint-services-" + f, key: k, value: []string{noEndpointVerdict(sp, false)}})
+		} else {
+			p.elements = append(p.elements, element{set: "service-ips-" + f, key: k, value: []string{"goto " + svcChain}})
+		}
+	}
+	if len(sel.Internal) > 0 {
+		rules := []string{fmt.Sprintf("%s saddr != @cluster-cidrs-%s meta mark set meta mark | %s", ipKw(v6), f, markMasq)}
+		rules = append(rules, dnatRules(&p, sp, svcChain, sel.Internal)...)
+		p.chains[svcChain] = rules
+	}
+	// External path: NodePort, external IPs, load-balancer IPs.
+	if hasExternal {
+		for _, ip := range sp.ExternalIPs {
+			k := []string{ip.String(), proto, port}
+			if len(sel.External) == 0 {
+				p.elements = append(p.elements, element{set: "no-endpoint-services-" + f, key: k, value: []string{noEndpointVerdict(sp, true)}})
+			} else {
+				p.elements = append(p.elements, element{set: "service-ips-" + f, key: k, value: []string{"goto " + extChain}})
+			}
+		}
+		if sp.NodePort != 0 && !v6IfDual(sp) {
+			k := []string{proto, fmt.Sprint(sp.NodePort)}
+			if len(sel.External) == 0 {
+				p.elements = append(p.elements, element{set: "no-endpoint-nodeports", key: k, value: []string{noEndpointVerdict(sp, true)}})
+			} else {
+				p.elements = append(p.elements, element{set: "service-nodeports", key: k, value: []string{"goto " + extChain}})
+			}
+		}
+		if len(sel.External) > 0 {
+			var rules []string
+			if !sp.ExternalLocal {
+				// Policy Cluster: the endpoint may be on another node, so the reply
+				// must come back through this one.
+				rules = append(rules, "meta mark set meta mark | "+markMasq)
+			}
+			rules = append(rules, dnatRules(&p, sp, extChain, sel.External)...)
+			p.chains[extChain] = rules
+		}
+	}
+	// Hairpin: a pod that reaches its own Service lands on itself; masquerade
+	// so that its reply goes back through the node.
+	for _, e := range sp.Endpoints {
+		p.elements = append(p.elements, element{set: "hairpin-" + f, key: []string{e.IP.String(), e.IP.String()}})
+	}
+	return p
+}
+
+// v6IfDual: NodePorts are keyed by protocol and port only, so a dual-stack
+// Service installs them from its IPv4 half (the fib check takes both families).
+func v6IfDual(sp *ServicePort) bool { return false }
+
+func noEndpointVerdict(sp *ServicePort, external bool) string {
+	if external && sp.ExternalLocal && len(sp.Endpoints) > 0 {
+		// Endpoints exist, just not here: drop so that the load balancer's
+		// health check (healthCheckNodePort) steers clients to other nodes.
+		return "goto drop"
+	}
+	return "goto reject"
+}
+
+// dnatRules spreads new connections over the endpoints: one rule with an
+// anonymous numgen map, or with ClientIP affinity one chain per endpoint that
+// records the client in a timed set.
+func dnatRules(p *programmed, sp *ServicePort, chain string, eps []Endpoint) []string {
+	proto := l4(string(sp.Protocol))
+	ipkw := ipKw(sp.IPv6)
+	target := func(e Endpoint) string {
+		if sp.IPv6 {
+			return fmt.Sprintf("[%s]:%d", e.IP, e.Port)
+		}
+		return fmt.Sprintf("%s:%d", e.IP, e.Port)
+	}
+	if sp.AffinityTimeout > 0 {
+		var rules []string
+		var vmap []string
+		for i, e := range eps {
+			epChain := fmt.Sprintf("%s-ep%d", chain, i)
+			set := fmt.Sprintf("%s-aff%d", chain, i)
+			p.sets = append(p.sets, fmt.Sprintf("%s|%s|%d", set, addrType(sp.IPv6), sp.AffinityTimeout))
+			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", ipkw, set, epChain))
+			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, epChain))
+			p.chains[epChain] = []string{
+				fmt.Sprintf("update @%s { %s saddr }", set, ipkw),
+				fmt.Sprintf("meta l4proto %s dnat %s to %s", proto, ipkw, target(e)),
+			}
+		}
+		return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(vmap, ", ")))
+	}
+	if len(eps) == 1 {
+		return []string{fmt.Sprintf("meta l4proto %s dnat %s to %s", proto, ipkw, target(eps[0]))}
+	}
+	var m []string
+	for i, e := range eps {
+		m = append(m, fmt.Sprintf("%d : %s . %d", i, e.IP, e.Port))
+	}
+	return []string{fmt.Sprintf("meta l4proto %s dnat %s to numgen random mod %d map { %s }", proto, ipkw, len(eps), strings.Join(m, ", "))}
+}
+
+func addrType(v6 bool) string {
+	if v6 {
+		return "ipv6_addr"
+	}
+	return "ipv4_addr"
+}
+
+// normalizePrefixes masks, sorts and drops covered prefixes (interval sets
+// refuse overlaps).
+func normalizePrefixes(in []netip.Prefix) []netip.Prefix {
+	ps := make([]netip.Prefix, 0, len(in))
+	for _, p := range in {
+		if p.IsValid() {
+			ps = append(ps, p.Masked())
+		}
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].Addr() != ps[j].Addr() {
+			return ps[i].Addr().Less(ps[j].Addr())
+		}
+		return ps[i].Bits() < ps[j].Bits()
+	})
+	var out []netip.Prefix
+	for _, p := range ps {
+		covered := false
+		for _, o := range out {
+			if o.Bits() <= p.Bits() && o.Contains(p.Addr()) {
+				covered = true
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,379 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// Proxier programs the Service proxy table from the informer caches. Events only
+// mark it dirty; a rate-limited loop computes the whole desired state and
+// applies the difference in one transaction. After any failure the next sync
+// is full, and the first sync of a process replaces the table's contents in
+// one transaction (nothing is flushed on its own, so traffic keeps flowing
+// through an agent restart).
+type Proxier struct {
+	cfg      Config
+	nft      knftables.Interface
+	services corelisters.ServiceLister
+	slices   discoverylisters.EndpointSliceLister
+	log      *slog.Logger
+	ct       ConntrackCleaner
+	metrics  *Metrics
+
+	kick chan struct{}
+
+	mu        sync.Mutex
+	needFull  bool
+	chains    map[string][]string
+	elements  map[string]element
+	sets      map[string]string
+	udpEps    map[string]map[string]bool // UDP Service port → endpoints, for conntrack cleanup
+	lastSync  time.Time
+	lastError error
+	ports     []*ServicePort
+	local     map[string]int // health check node port → local endpoints
+	changedAt time.Time      // oldest unsynced change, for programming latency
+}
+
+// ConntrackCleaner deletes stale UDP flows (see conntrack.go).
+type ConntrackCleaner interface {
+	DeleteUDPFlows(serviceIPs []string, port int32, nodePort int32, endpoint string) (int, error)
+}
+
+// NewProxier returns a proxier; Run starts it.
+func NewProxier(cfg Config, nft knftables.Interface, svcs corelisters.ServiceLister, slices discoverylisters.EndpointSliceLister, ct ConntrackCleaner, m *Metrics, log *slog.Logger) *Proxier {
+	return &Proxier{cfg: cfg, nft: nft, services: svcs, slices: slices, ct: ct, metrics: m, log: log,
+		kick: make(chan struct{}, 1), needFull: true,
+		chains: map[string][]string{}, elements: map[string]element{}, sets: map[string]string{}, udpEps: map[string]map[string]bool{}}
+}
+
+// OnChange marks the proxier dirty (informer event handlers call it).
+func (p *Proxier) OnChange() {
+	p.mu.Lock()
+	if p.changedAt.IsZero() {
+		p.changedAt = time.Now()
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run syncs on changes (at most every minInterval) and periodically.
+func (p *Proxier) Run(ctx context.Context, minInterval, resync time.Duration) {
+	t := time.NewTicker(resync)
+	defer t.Stop()
+	backoff := time.Duration(0)
+	p.OnChange()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-t.C:
+		}
+		if err := p.Sync(ctx); err != nil {
+			p.log.Warn("service proxy sync failed; the previous rules stay in place", "err", err)
+			backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+			go func(d time.Duration) { time.Sleep(d); p.OnChange() }(backoff)
+		} else {
+			backoff = 0
+		}
+		time.Sleep(minInterval)
+	}
+}
+
+// Healthy reports the last sync's result (for /healthz and /readyz).
+func (p *Proxier) Healthy() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastSync.IsZero() {
+		return fmt.Errorf("service proxy has not synced yet")
+	}
+	return p.lastError
+}
+
+// LocalEndpoints returns the number of local endpoints of the Service whose
+// healthCheckNodePort is port (for the health check server).
+func (p *Proxier) LocalEndpoints(port int32) (ns, name string, n int, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sp := range p.ports {
+		if sp.HealthCheckNodePort == port {
+			return sp.Namespace, sp.Name, p.local[sp.Namespace+"/"+sp.Name], true
+		}
+	}
+	return "", "", 0, false
+}
+
+// HealthCheckPorts lists the healthCheckNodePorts of the programmed Services.
+func (p *Proxier) HealthCheckPorts() []int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[int32]bool{}
+	var out []int32
+	for _, sp := range p.ports {
+		if sp.HealthCheckNodePort != 0 && !seen[sp.HealthCheckNodePort] {
+			seen[sp.HealthCheckNodePort] = true
+			out = append(out, sp.HealthCheckNodePort)
+		}
+	}
+	return out
+}
+
+// desiredState computes every Service port from the caches.
+func (p *Proxier) desiredState() ([]*ServicePort, []string, error) {
+	svcs, err := p.services.List(labels.Everything())
+	if err != nil {
+		return nil, nil, err
+	}
+	var ports []*ServicePort
+	var problems []string
+	for _, svc := range svcs {
+		if Skip(svc) != "" {
+			continue
+		}
+		sel, err := labels.Parse(discoveryv1.LabelServiceName + "=" + svc.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		slices, err := p.slices.EndpointSlices(svc.Namespace).List(sel)
+		if err != nil {
+			return nil, nil, err
+		}
+		sps, probs := BuildServicePorts(svc, slices)
+		for _, pr := range probs {
+			problems = append(problems, fmt.Sprintf("service %s/%s: %s", svc.Namespace, svc.Name, pr))
+		}
+		ports = append(ports, sps...)
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i].Key() < ports[j].Key() })
+	return ports, problems, nil
+}
+
+// Program renders the full desired table contents: chains and elements.
+func Program(ports []*ServicePort, cfg Config) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int) {
+	chains, elements, sets, local = map[string][]string{}, map[string]element{}, map[string]string{}, map[string]int{}
+	for _, sp := range ports {
+		sel := Select(sp, cfg.NodeName, cfg.Zone)
+		pr := renderPort(sp, sel, cfg)
+		for name, rules := range pr.chains {
+			chains[name] = rules
+		}
+		for _, e := range pr.elements {
+			elements[e.id()] = e
+		}
+		for _, s := range pr.sets {
+			name, rest, _ := strings.Cut(s, "|")
+			sets[name] = rest
+		}
+		local[sp.Namespace+"/"+sp.Name] = max(local[sp.Namespace+"/"+sp.Name], len(sel.Local))
+	}
+	return chains, elements, sets, local
+}
+
+// isMap tells maps from sets among the proxy's element containers.
+func isMap(name string) bool { return !strings.HasPrefix(name, "hairpin-") }
+
+func elementObj(e element) *knftables.Element {
+	if isMap(e.set) {
+		return &knftables.Element{Map: e.set, Key: e.key, Value: e.value}
+	}
+	return &knftables.Element{Set: e.set, Key: e.key}
+}
+
+// Sync computes the desired state and applies it.
+func (p *Proxier) Sync(ctx context.Context) error {
+	start := time.Now()
+	ports, problems, err := p.desiredState()
+	if err != nil {
+		return err
+	}
+	for _, pr := range problems {
+		p.log.Warn("service skipped in part", "problem", pr)
+	}
+	chains, elements, sets, local := Program(ports, p.cfg)
+
+	p.mu.Lock()
+	full := p.needFull
+	changedAt := p.changedAt
+	p.changedAt = time.Time{}
+	p.mu.Unlock()
+
+	tx := p.nft.NewTransaction()
+	var stale []string
+	if full {
+		staticObjects(tx, p.cfg)
+		for _, m := range []string{"service-ips-v4", "service-ips-v6", "no-endpoint-services-v4", "no-endpoint-services-v6", "service-nodeports", "no-endpoint-nodeports"} {
+			tx.Flush(&knftables.Map{Name: m})
+		}
+		tx.Flush(&knftables.Set{Name: "hairpin-v4"})
+		tx.Flush(&knftables.Set{Name: "hairpin-v6"})
+		// Whatever a previous process programmed and is no longer wanted.
+		existing, err := p.nft.List(ctx, "chains")
+		if err == nil {
+			for _, c := range existing {
+				if (strings.HasPrefix(c, "svc-") || strings.HasPrefix(c, "ext-")) && chains[c] == nil {
+					stale = append(stale, c)
+				}
+			}
+		}
+		existingSets, err := p.nft.List(ctx, "sets")
+		if err == nil {
+			for _, s := range existingSets {
+				if strings.Contains(s, "-aff") && sets[s] == "" {
+					stale = append(stale, "set:"+s)
+				}
+			}
+		}
+	}
+	// Add sets, then chains, then the elements that point at them; remove old
+	// elements before the chains and sets they point at.
+	for name, spec := range sets {
+		if !full && p.sets[name] == spec {
+			continue
+		}
+		typ, timeout, _ := strings.Cut(spec, "|")
+		tx.Add(&knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))})
+	}
+	for name, rules := range chains {
+		if !full && equalRules(p.chains[name], rules) {
+			continue
+		}
+		tx.Add(&knftables.Chain{Name: name})
+		tx.Flush(&knftables.Chain{Name: name})
+		for _, r := range rules {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
+	}
+	for id, e := range elements {
+		if full {
+			tx.Add(elementObj(e))
+			continue
+		}
+		if _, ok := p.elements[id]; !ok {
+			// A changed verdict for the same key replaces the element.
+			for oid, old := range p.elements {
+				if old.set == e.set && strings.Join(old.key, ".") == strings.Join(e.key, ".") && oid != id {
+					tx.Delete(elementObj(old))
+				}
+			}
+			tx.Add(elementObj(e))
+		}
+	}
+	if !full {
+		for id, e := range p.elements {
+			if _, ok := elements[id]; !ok && !replaced(elements, e) {
+				tx.Delete(elementObj(e))
+			}
+		}
+		for name := range p.chains {
+			if _, ok := chains[name]; !ok {
+				stale = append(stale, name)
+			}
+		}
+		for name := range p.sets {
+			if _, ok := sets[name]; !ok {
+				stale = append(stale, "set:"+name)
+			}
+		}
+	}
+	// Chains first (they reference the affinity sets), then sets.
+	sort.Slice(stale, func(i, j int) bool { return !strings.HasPrefix(stale[i], "set:") && strings.HasPrefix(stale[j], "set:") })
+	for _, s := range stale {
+		if name, ok := strings.CutPrefix(s, "set:"); ok {
+			tx.Delete(&knftables.Set{Name: name})
+		} else {
+			tx.Delete(&knftables.Chain{Name: s})
+		}
+	}
+	err = p.nft.Run(ctx, tx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastSync = time.Now()
+	p.lastError = err
+	if err != nil {
+		p.needFull = true
+		p.metrics.syncError()
+		return fmt.Errorf("program table %s (%d operations): %w", Table, tx.NumOperations(), err)
+	}
+	p.needFull = false
+	p.chains, p.elements, p.sets, p.ports, p.local = chains, elements, sets, ports, local
+	p.metrics.synced(full, time.Since(start), changedAt, ports)
+	p.cleanupConntrack(ports)
+	return nil
+}
+
+func replaced(now map[string]element, old element) bool {
+	for _, e := range now {
+		if e.set == old.set && strings.Join(e.key, ".") == strings.Join(old.key, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+func equalRules(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func parseSeconds(s string) time.Duration {
+	n, _ := strconv.Atoi(s)
+	return time.Duration(n) * time.Second
+}
+
+// cleanupConntrack deletes UDP conntrack entries to endpoints that went away, so
+// that clients (DNS above all) do not keep sending into a dead flow.
+func (p *Proxier) cleanupConntrack(ports []*ServicePort) {
+	now := map[string]map[string]bool{}
+	for _, sp := range ports {
+		if sp.Protocol != corev1.ProtocolUDP {
+			continue
+		}
+		eps := map[string]bool{}
+		for _, e := range sp.Endpoints {
+			eps[e.IP.String()] = true
+		}
+		now[sp.Key()] = eps
+		if p.ct == nil {
+			continue
+		}
+		var ips []string
+		for _, ip := range append(append([]netipAddr{}, sp.ClusterIPs...), sp.ExternalIPs...) {
+			ips = append(ips, ip.String())
+		}
+		for ep := range p.udpEps[sp.Key()] {
+			if !eps[ep] {
+				n, err := p.ct.DeleteUDPFlows(ips, sp.Port, sp.NodePort, ep)
+				if err != nil {
+					p.log.Warn("delete stale UDP conntrack entries", "service", sp.Key(), "endpoint", ep, "err", err)
+				} else if n > 0 {
+					p.log.Info("deleted stale UDP conntrack entries", "service", sp.Key(), "endpoint", ep, "flows", n)
+				}
+			}
+		}
+	}
+	p.udpEps = now
+}
