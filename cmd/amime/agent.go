@@ -15,7 +15,7 @@ import (
 func newAgentCommand() *cobra.Command {
 	var cfg agent.Config
 	var mode string
-	var clusterCIDRs, nonMasq []string
+	var clusterCIDRs, nonMasq, serviceCIDRs []string
 	var debug bool
 	c := &cobra.Command{
 		Use:   "agent",
@@ -36,6 +36,9 @@ func newAgentCommand() *cobra.Command {
 			if cfg.NonMasquerade, err = parsePrefixes("--non-masquerade-cidr", nonMasq); err != nil {
 				return err
 			}
+			if cfg.ServiceCIDRs, err = parsePrefixes("--service-cidr", serviceCIDRs); err != nil {
+				return err
+			}
 			cfg.Logger = newLogger(debug)
 			return agent.Run(cmd.Context(), cfg)
 		},
@@ -45,6 +48,8 @@ func newAgentCommand() *cobra.Command {
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster configuration)")
 	f.StringVar(&mode, "routing-mode", string(routing.Overlay), "how pods reach other nodes: overlay (VXLAN) or native (routes via node addresses on a shared link)")
 	f.StringSliceVar(&clusterCIDRs, "cluster-cidr", nil, "the cluster's pod ranges, comma-separated (masquerade sources)")
+	f.StringSliceVar(&serviceCIDRs, "service-cidr", nil, "the cluster's Service ranges, comma-separated (routed onto the node's underlay link)")
+	f.BoolVar(&cfg.Proxy, "proxy", true, "run the Service proxy (in place of kube-proxy)")
 	f.StringSliceVar(&nonMasq, "non-masquerade-cidr", nil, "extra destinations pods reach without masquerade (pod ranges and node networks are always included)")
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the agent writes the CNI configuration")
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "where the agent installs the CNI plugin")

@@ -17,11 +17,13 @@ import (
 	"time"
 
 	"k8s.io/client-go/informers"
+	"sigs.k8s.io/knftables"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"amime.dev/amime/internal/proxy"
 	"amime.dev/amime/internal/routing"
 )
 
@@ -33,6 +35,10 @@ type Config struct {
 	Mode       routing.Mode
 	// ClusterCIDRs are the cluster's pod ranges (masquerade sources).
 	ClusterCIDRs []netip.Prefix
+	// ServiceCIDRs are the cluster's Service ranges (routed onto the underlay).
+	ServiceCIDRs []netip.Prefix
+	// Proxy runs the Service proxy in place of kube-proxy.
+	Proxy bool
 	// NonMasquerade are extra destinations reached without masquerade; the pod
 	// ranges and the node's connected networks are always included.
 	NonMasquerade []netip.Prefix
@@ -127,6 +133,28 @@ func Run(ctx context.Context, cfg Config) error {
 	m := newMetrics()
 	factory := informers.NewSharedInformerFactory(client, 0)
 	nodes := factory.Core().V1().Nodes()
+	var proxier *proxy.Proxier
+	if cfg.Proxy {
+		nft, err := knftables.New(knftables.InetFamily, proxy.Table)
+		if err != nil {
+			return fmt.Errorf("nftables: %w", err)
+		}
+		svcs := factory.Core().V1().Services()
+		slices := factory.Discovery().V1().EndpointSlices()
+		proxier = proxy.NewProxier(proxy.Config{NodeName: cfg.NodeName, ClusterCIDRs: cfg.ClusterCIDRs}, nft,
+			svcs.Lister(), slices.Lister(), proxy.Conntrack{}, proxy.NewMetrics(m.reg), log.With("controller", "proxy"))
+		h := cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { proxier.OnChange() },
+			UpdateFunc: func(_, _ any) { proxier.OnChange() },
+			DeleteFunc: func(any) { proxier.OnChange() },
+		}
+		if _, err := svcs.Informer().AddEventHandler(h); err != nil {
+			return err
+		}
+		if _, err := slices.Informer().AddEventHandler(h); err != nil {
+			return err
+		}
+	}
 	rc := &routingController{cfg: cfg, log: log, client: client, nodes: nodes.Lister(), dp: routing.Netlink{}, metrics: m, kick: make(chan struct{}, 1)}
 	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { rc.enqueue() },
@@ -141,7 +169,21 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("sync %v informer", typ)
 		}
 	}
-	srv := newServer(cfg.Listen, m, rc.ready)
+	ready := rc.ready
+	if proxier != nil {
+		if self, err := nodes.Lister().Get(cfg.NodeName); err == nil {
+			proxier.SetZone(self.Labels["topology.kubernetes.io/zone"])
+		}
+		go proxier.Run(ctx, 50*time.Millisecond, cfg.ResyncPeriod)
+		go proxy.NewHealthChecks(proxier, log).Run(ctx)
+		ready = func() error {
+			if err := rc.ready(); err != nil {
+				return err
+			}
+			return proxier.Healthy()
+		}
+	}
+	srv := newServer(cfg.Listen, m, ready)
 	go func() {
 		if err := srv.run(ctx); err != nil {
 			log.Error("health and metrics server", "err", err)

@@ -138,6 +138,7 @@ func (c *routingController) syncOnce(ctx context.Context) error {
 	if desired.PodMTU == 0 {
 		return fmt.Errorf("routing: %v", problems)
 	}
+	desired.Routes = append(desired.Routes, routing.ServiceRoutes(self, links, c.cfg.ServiceCIDRs)...)
 	ch, err := routing.Apply(c.dp, desired)
 	if err != nil {
 		return fmt.Errorf("apply routes: %w", err)

@@ -77,6 +77,7 @@ func (l *Lab) writeAgentConfig(ctx context.Context, cs *kubernetes.Clientset) er
 		ObjectMeta: metav1.ObjectMeta{Name: "amime-config", Namespace: "kube-system"},
 		Data: map[string]string{
 			"cluster-cidr":        joinPrefixes(l.PodCIDRs()),
+			"service-cidr":        joinPrefixes(l.ServiceCIDRs()),
 			"routing-mode":        l.RoutingMode,
 			"apiserver-host":      l.APIServerAddr().String(),
 			"apiserver-port":      strconv.Itoa(l.APIServerPort),

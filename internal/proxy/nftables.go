@@ -91,15 +91,15 @@ func staticObjects(tx *knftables.Transaction, cfg Config) {
 		{"nat-prerouting", "nat", "prerouting", knftables.DNATPriority},
 		{"nat-output", "nat", "output", knftables.DNATPriority},
 		{"nat-postrouting", "nat", "postrouting", knftables.SNATPriority},
-		{"filter-input", "filter", "input", "dstnat - 10"},
-		{"filter-forward", "filter", "forward", "dstnat - 10"},
-		{"filter-output", "filter", "output", "dstnat - 10"},
+		{"filter-input", "filter", "input", "-110"},
+		{"filter-forward", "filter", "forward", "-110"},
+		{"filter-output", "filter", "output", "-110"},
 	} {
 		tx.Add(&knftables.Chain{Name: c.name, Type: knftables.PtrTo(knftables.BaseChainType(c.typ)),
 			Hook: knftables.PtrTo(knftables.BaseChainHook(c.hook)), Priority: knftables.PtrTo(c.prio)})
 		tx.Flush(&knftables.Chain{Name: c.name})
 	}
-	for _, c := range []string{"services", "endpoints-check", "reject", "drop"} {
+	for _, c := range []string{"services", "endpoints-check", "reject-chain", "drop-chain"} {
 		tx.Add(&knftables.Chain{Name: c})
 		tx.Flush(&knftables.Chain{Name: c})
 	}
@@ -119,9 +119,9 @@ func staticObjects(tx *knftables.Transaction, cfg Config) {
 	rule("endpoints-check", "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports")
 	// A TCP reset makes connect() fail at once; other protocols get ICMP port
 	// unreachable.
-	rule("reject", "meta l4proto tcp reject with tcp reset")
-	rule("reject", "reject")
-	rule("drop", "drop")
+	rule("reject-chain", "meta l4proto tcp reject with tcp reset")
+	rule("reject-chain", "reject")
+	rule("drop-chain", "drop")
 	rule("nat-postrouting", "ct status dnat ip saddr . ip daddr @hairpin-v4 masquerade")
 	rule("nat-postrouting", "ct status dnat ip6 saddr . ip6 daddr @hairpin-v6 masquerade")
 	rule("nat-postrouting", "meta mark & "+markMasq+" == "+markMasq, "meta mark set meta mark ^ "+markMasq, "masquerade fully-random")
@@ -222,9 +222,9 @@ func noEndpointVerdict(sp *ServicePort, external bool) string {
 	if external && sp.ExternalLocal && len(sp.Endpoints) > 0 {
 		// Endpoints exist, just not here: drop so that the load balancer's
 		// health check (healthCheckNodePort) steers clients to other nodes.
-		return "goto drop"
+		return "goto drop-chain"
 	}
-	return "goto reject"
+	return "goto reject-chain"
 }
 
 // dnatRules spreads new connections over the endpoints: one rule with an

@@ -60,6 +60,13 @@ func NewProxier(cfg Config, nft knftables.Interface, svcs corelisters.ServiceLis
 		chains: map[string][]string{}, elements: map[string]element{}, sets: map[string]string{}, udpEps: map[string]map[string]bool{}}
 }
 
+// SetZone sets the node's topology zone before the first sync.
+func (p *Proxier) SetZone(zone string) {
+	p.mu.Lock()
+	p.cfg.Zone = zone
+	p.mu.Unlock()
+}
+
 // OnChange marks the proxier dirty (informer event handlers call it).
 func (p *Proxier) OnChange() {
 	p.mu.Lock()
@@ -206,7 +213,10 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	for _, pr := range problems {
 		p.log.Warn("service skipped in part", "problem", pr)
 	}
-	chains, elements, sets, local := Program(ports, p.cfg)
+	p.mu.Lock()
+	cfg := p.cfg
+	p.mu.Unlock()
+	chains, elements, sets, local := Program(ports, cfg)
 
 	p.mu.Lock()
 	full := p.needFull
@@ -217,7 +227,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	tx := p.nft.NewTransaction()
 	var stale []string
 	if full {
-		staticObjects(tx, p.cfg)
+		staticObjects(tx, cfg)
 		for _, m := range []string{"service-ips-v4", "service-ips-v6", "no-endpoint-services-v4", "no-endpoint-services-v6", "service-nodeports", "no-endpoint-nodeports"} {
 			tx.Flush(&knftables.Map{Name: m})
 		}

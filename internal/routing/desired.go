@@ -223,6 +223,22 @@ func Compute(mode Mode, self Node, others []Node, links []Link) (Desired, []erro
 	return d, errs
 }
 
+// ServiceRoutes route the Service ranges onto the node's underlay link, so that a
+// packet to a ClusterIP always has a route: with endpoints the Service proxy
+// rewrites it before the routing decision matters, without them its filter
+// chains refuse it at once (nodes need no default route for either).
+func ServiceRoutes(self Node, links []Link, serviceCIDRs []netip.Prefix) []Route {
+	under, _, err := underlayOf(self, links)
+	if err != nil {
+		return nil
+	}
+	var out []Route
+	for _, c := range serviceCIDRs {
+		out = append(out, Route{Dst: c.Masked(), Dev: under.Name})
+	}
+	return out
+}
+
 func sameFamily(ips []netip.Addr, like netip.Addr) (netip.Addr, bool) {
 	for _, ip := range ips {
 		if ip.Is4() == like.Is4() {
