@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -431,8 +432,48 @@ func (l *Lab) startNodes(ctx context.Context, cs *kubernetes.Clientset) error {
 				return fmt.Errorf("node runtime of %s exited; see %s", l.NodeName(i), l.nodeDaemon(i).logPath)
 			}
 		}
-		return l.nodesRegistered(ctx, cs)
+		if err := l.nodesRegistered(ctx, cs); err != nil {
+			return err
+		}
+		return l.routeControlPlaneToPods(ctx, cs)
 	})
+}
+
+// routeControlPlaneToPods lets the control plane, which runs in the root
+// namespace, answer pods: pods reach the apiserver through the "kubernetes"
+// Service with their own address, and on a real cluster the control-plane
+// machines are nodes of the pod network. Each node's pod ranges are routed via
+// that node's address on the lab bridge. These routes only serve replies the
+// root namespace sends itself: its ip_forward stays off, and they vanish with
+// the bridge.
+func (l *Lab) routeControlPlaneToPods(ctx context.Context, cs *kubernetes.Clientset) error {
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	br, err := netlink.LinkByName(l.BridgeName())
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes.Items {
+		for _, c := range n.Spec.PodCIDRs {
+			dst, err := netip.ParsePrefix(c)
+			if err != nil {
+				continue
+			}
+			for _, a := range n.Status.Addresses {
+				gw, err := netip.ParseAddr(a.Address)
+				if a.Type != corev1.NodeInternalIP || err != nil || gw.Is4() != dst.Addr().Is4() {
+					continue
+				}
+				r := &netlink.Route{LinkIndex: br.Attrs().Index, Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}, Gw: gw.AsSlice()}
+				if err := netlink.RouteReplace(r); err != nil {
+					return fmt.Errorf("route %s via %s: %w", dst, gw, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // nodesRegistered checks that every node exists and has its pod ranges; the
