@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"k8s.io/client-go/informers"
-	"sigs.k8s.io/knftables"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/knftables"
 
 	"amime.dev/amime/internal/proxy"
 	"amime.dev/amime/internal/routing"

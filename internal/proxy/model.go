@@ -231,5 +231,4 @@ func endpointsFor(slices []*discoveryv1.EndpointSlice, p corev1.ServicePort, v6 
 	return out
 }
 
-
 type netipAddr = netip.Addr

@@ -303,7 +303,9 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 	// Chains first (they reference the affinity sets), then sets.
-	sort.Slice(stale, func(i, j int) bool { return !strings.HasPrefix(stale[i], "set:") && strings.HasPrefix(stale[j], "set:") })
+	sort.Slice(stale, func(i, j int) bool {
+		return !strings.HasPrefix(stale[i], "set:") && strings.HasPrefix(stale[j], "set:")
+	})
 	for _, s := range stale {
 		if name, ok := strings.CutPrefix(s, "set:"); ok {
 			tx.Delete(&knftables.Set{Name: name})
