@@ -218,10 +218,16 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 // Service installs them from its IPv4 half (the fib check takes both families).
 func v6IfDual(sp *ServicePort) bool { return false }
 
+// noEndpointVerdict: a Service port without any endpoint refuses connections at
+// once; one whose endpoints all live on other nodes while its traffic policy is
+// Local drops them instead, as kube-proxy does (for external traffic, the load
+// balancer's health check steers clients to nodes that have endpoints).
 func noEndpointVerdict(sp *ServicePort, external bool) string {
-	if external && sp.ExternalLocal && len(sp.Endpoints) > 0 {
-		// Endpoints exist, just not here: drop so that the load balancer's
-		// health check (healthCheckNodePort) steers clients to other nodes.
+	local := sp.InternalLocal
+	if external {
+		local = sp.ExternalLocal
+	}
+	if local && len(sp.Endpoints) > 0 {
 		return "goto drop-chain"
 	}
 	return "goto reject-chain"
