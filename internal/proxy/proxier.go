@@ -260,13 +260,21 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		typ, timeout, _ := strings.Cut(spec, "|")
 		tx.Add(&knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))})
 	}
+	// Every chain exists before any rule jumps to it (affinity chains point at
+	// their per-endpoint chains).
+	var changed []string
 	for name, rules := range chains {
-		if !full && equalRules(p.chains[name], rules) {
-			continue
+		if full || !equalRules(p.chains[name], rules) {
+			changed = append(changed, name)
 		}
+	}
+	sort.Strings(changed)
+	for _, name := range changed {
 		tx.Add(&knftables.Chain{Name: name})
+	}
+	for _, name := range changed {
 		tx.Flush(&knftables.Chain{Name: name})
-		for _, r := range rules {
+		for _, r := range chains[name] {
 			tx.Add(&knftables.Rule{Chain: name, Rule: r})
 		}
 	}
