@@ -5,7 +5,9 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,12 +29,14 @@ spec:
   template:
     metadata: {labels: {app: web}}
     spec:
-      terminationGracePeriodSeconds: 1
+      # Well-behaved servers keep serving for a moment after SIGTERM, while the
+      # proxies stop sending them new connections.
+      terminationGracePeriodSeconds: 5
       %[3]s
       containers:
       - name: c
         image: registry.k8s.io/e2e-test-images/agnhost:2.53
-        args: [netexec, --http-port=8080, --udp-port=8081]
+        args: [netexec, --http-port=8080, --udp-port=8081, --delay-shutdown=2]
         ports: [{name: http, containerPort: 8080}, {name: udp, containerPort: 8081, protocol: UDP}]
         readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
 ---
@@ -344,5 +348,74 @@ func TestServicesLeftToOtherProxies(t *testing.T) {
 	}
 	if !strings.Contains(out, mine.Spec.ClusterIP+" ") {
 		t.Errorf("ordinary Service is not programmed:\n%s", out)
+	}
+}
+
+// proxyDump is the proxy table of a node with its elements sorted, for
+// comparing what two agents programmed.
+func proxyDump(t *testing.T, node string) string {
+	t.Helper()
+	out, err := amime(t, "lab", "exec", "--node", node, "--", "nft", "-s", "list", "table", "inet", "amime-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.ReplaceAll(out, ",\n", "\n"), "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(lines[i]), "elements = {"), "}"))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestAgentRestartUnderServiceLoad: requests through a ClusterIP keep being
+// answered while the agents are killed and restarted, a rolling update under
+// the same load loses none, and the restarted agents program the same table.
+func TestAgentRestartUnderServiceLoad(t *testing.T) {
+	ns := namespace(t, "svc-restart")
+	backend(t, ns, 3, "")
+	svc := service(t, ns, "web", "  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n")
+	readyPodsByName(t, ns, "client")
+	waitEndpoints(t, ns, "web", 3)
+	before := proxyDump(t, "e2e-node-2")
+	load := func(seconds int) chan string {
+		done := make(chan string, 1)
+		go func() {
+			// New connections, 20 a second, each with a 2 s limit: a lost request fails curl.
+			out, _ := amime(t, "lab", "exec", "-n", ns, "client", "--", "sh", "-c",
+				fmt.Sprintf("ok=0; fail=0; for i in $(seq %d); do if curl -s -o /dev/null --max-time 2 http://%s/hostname; then ok=$((ok+1)); else fail=$((fail+1)); fi; sleep 0.05; done; echo $ok $fail", seconds*20, svc.Spec.ClusterIP))
+			done <- strings.TrimSpace(out)
+		}()
+		return done
+	}
+	done := load(4)
+	time.Sleep(time.Second)
+	for n := 1; n <= 3; n++ {
+		if err := syscall.Kill(agentPid(t, fmt.Sprintf("e2e-node-%d", n)), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := <-done; !strings.HasSuffix(got, " 0") {
+		t.Errorf("requests during the agent restart: %q (ok fail); want no failure", got)
+	}
+	eventually(t, 60*time.Second, "agents Ready again", func() error {
+		ds, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx(t), "amime-agent", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if ds.Status.NumberReady != 3 {
+			return fmt.Errorf("%d ready", ds.Status.NumberReady)
+		}
+		return nil
+	})
+	if after := proxyDump(t, "e2e-node-2"); after != before {
+		t.Errorf("the restarted agent programmed a different table:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	// A rolling update under load.
+	done = load(8)
+	time.Sleep(500 * time.Millisecond)
+	mustKubectl(t, "set", "env", "-n", ns, "deployment/web", "GENERATION=2")
+	mustKubectl(t, "rollout", "status", "-n", ns, "deployment/web", "--timeout=60s")
+	if got := <-done; !strings.HasSuffix(got, " 0") {
+		t.Errorf("requests during a rolling update: %q (ok fail); want no failure", got)
 	}
 }
