@@ -397,3 +397,11 @@ func (p *Proxier) cleanupConntrack(ports []*ServicePort) {
 	}
 	p.udpEps = now
 }
+
+// DeleteTable removes the proxy's table (benchmarks and tests start clean).
+func DeleteTable(ctx context.Context, nft knftables.Interface) error {
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
+	return nft.Run(ctx, tx)
+}
