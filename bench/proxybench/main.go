@@ -72,7 +72,15 @@ type countingNFT struct {
 
 func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
 	c.last = tx.NumOperations()
-	return c.Interface.Run(ctx, tx)
+	if os.Getenv("PROXYBENCH_DUMP") != "" && c.last < 50 {
+		fmt.Fprintln(os.Stderr, tx.String())
+	}
+	start := time.Now()
+	err := c.Interface.Run(ctx, tx)
+	if os.Getenv("PROXYBENCH_DUMP") != "" {
+		fmt.Fprintf(os.Stderr, "nft run of %d operations: %s\n", c.last, time.Since(start))
+	}
+	return err
 }
 
 func measure(ns string, n, eps int) (result, error) {
@@ -86,7 +94,7 @@ func measure(ns string, n, eps int) (result, error) {
 			return r, fmt.Errorf("too many Services for the address plan")
 		}
 		_ = svcIdx.Add(&corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: name, ResourceVersion: "1"},
 			Spec: corev1.ServiceSpec{ClusterIP: ip, ClusterIPs: []string{ip}, Type: corev1.ServiceTypeClusterIP,
 				Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
 		})
@@ -128,7 +136,7 @@ func measure(ns string, n, eps int) (result, error) {
 
 func slice(svc string, i, eps, gen int) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: "bench", Name: svc + "-abc", Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "bench", Name: svc + "-abc", ResourceVersion: fmt.Sprint(gen + 1), Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080)), Protocol: ptr(corev1.ProtocolTCP)}},
 	}

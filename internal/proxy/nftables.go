@@ -20,8 +20,8 @@ import (
 //	services: ip daddr . l4proto . dport  vmap @service-ips-v4/v6   (ClusterIPs, external and LB IPs)
 //	          fib daddr type local . l4proto . dport vmap @service-nodeports
 //	svc-<hash>: masquerade mark for off-cluster sources, DNAT to an endpoint
-//	            chosen by numgen (an anonymous map), or per-endpoint chains
-//	            when the Service has ClientIP affinity
+//	            chosen by numgen (one rule per endpoint of this Service), or
+//	            per-endpoint chains when the Service has ClientIP affinity
 //	ext-<hash>: external traffic (NodePort, external/LB IPs): policy Cluster
 //	            masquerades and uses all endpoints, policy Local uses only this
 //	            node's and keeps the client address
@@ -207,9 +207,12 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 		}
 	}
 	// Hairpin: a pod that reaches its own Service lands on itself; masquerade
-	// so that its reply goes back through the node.
+	// so that its reply goes back through the node. That happens only on the
+	// endpoint's own node, so only local endpoints are listed.
 	for _, e := range sp.Endpoints {
-		p.elements = append(p.elements, element{set: "hairpin-" + f, key: []string{e.IP.String(), e.IP.String()}})
+		if e.NodeName == cfg.NodeName {
+			p.elements = append(p.elements, element{set: "hairpin-" + f, key: []string{e.IP.String(), e.IP.String()}})
+		}
 	}
 	return p
 }
@@ -233,9 +236,14 @@ func noEndpointVerdict(sp *ServicePort, external bool) string {
 	return "goto reject-chain"
 }
 
-// dnatRules spreads new connections over the endpoints: one rule with an
-// anonymous numgen map, or with ClientIP affinity one chain per endpoint that
-// records the client in a timed set.
+// dnatRules spreads new connections over the endpoints with one rule per
+// endpoint: rule i matches with probability 1/(n-i) (`numgen random mod n-i
+// == 0`) and the last always, which picks each endpoint with probability 1/n.
+// A packet walks at most its own Service's endpoints, never other Services'.
+// No anonymous sets are used: the kernel finds a free name for each anonymous
+// set by walking all sets of the table, which made programming 10,000 Services
+// quadratic. With ClientIP affinity each endpoint gets a chain that records the
+// client in a timed set, and known clients go straight to their endpoint.
 func dnatRules(p *programmed, sp *ServicePort, chain string, eps []Endpoint) []string {
 	proto := l4(string(sp.Protocol))
 	ipkw := ipKw(sp.IPv6)
@@ -245,30 +253,32 @@ func dnatRules(p *programmed, sp *ServicePort, chain string, eps []Endpoint) []s
 		}
 		return fmt.Sprintf("%s:%d", e.IP, e.Port)
 	}
+	pick := func(i int) string {
+		if i == len(eps)-1 {
+			return ""
+		}
+		return fmt.Sprintf("numgen random mod %d == 0 ", len(eps)-i)
+	}
+	var rules []string
 	if sp.AffinityTimeout > 0 {
-		var rules []string
-		var vmap []string
+		var spread []string
 		for i, e := range eps {
 			epChain := fmt.Sprintf("%s-ep%d", chain, i)
 			set := fmt.Sprintf("%s-aff%d", chain, i)
 			p.sets = append(p.sets, fmt.Sprintf("%s|%s|%d", set, addrType(sp.IPv6), sp.AffinityTimeout))
 			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", ipkw, set, epChain))
-			vmap = append(vmap, fmt.Sprintf("%d : goto %s", i, epChain))
+			spread = append(spread, pick(i)+"goto "+epChain)
 			p.chains[epChain] = []string{
 				fmt.Sprintf("update @%s { %s saddr }", set, ipkw),
 				fmt.Sprintf("meta l4proto %s dnat %s to %s", proto, ipkw, target(e)),
 			}
 		}
-		return append(rules, fmt.Sprintf("numgen random mod %d vmap { %s }", len(eps), strings.Join(vmap, ", ")))
+		return append(rules, spread...)
 	}
-	if len(eps) == 1 {
-		return []string{fmt.Sprintf("meta l4proto %s dnat %s to %s", proto, ipkw, target(eps[0]))}
-	}
-	var m []string
 	for i, e := range eps {
-		m = append(m, fmt.Sprintf("%d : %s . %d", i, e.IP, e.Port))
+		rules = append(rules, fmt.Sprintf("%smeta l4proto %s dnat %s to %s", pick(i), proto, ipkw, target(e)))
 	}
-	return []string{fmt.Sprintf("meta l4proto %s dnat %s to numgen random mod %d map { %s }", proto, ipkw, len(eps), strings.Join(m, ", "))}
+	return rules
 }
 
 func addrType(v6 bool) string {

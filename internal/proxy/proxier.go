@@ -46,6 +46,18 @@ type Proxier struct {
 	ports     []*ServicePort
 	local     map[string]int // health check node port → local endpoints
 	changedAt time.Time      // oldest unsynced change, for programming latency
+
+	// rendered caches each Service's computed ports and rules by the resource
+	// versions they came from, so that a sync recomputes only what changed.
+	rendered map[string]renderedService
+}
+
+type renderedService struct {
+	version string
+	zone    string
+	ports   []*ServicePort
+	progs   []programmed
+	sels    []Selection
 }
 
 // ConntrackCleaner deletes stale UDP flows (see conntrack.go).
@@ -57,7 +69,8 @@ type ConntrackCleaner interface {
 func NewProxier(cfg Config, nft knftables.Interface, svcs corelisters.ServiceLister, slices discoverylisters.EndpointSliceLister, ct ConntrackCleaner, m *Metrics, log *slog.Logger) *Proxier {
 	return &Proxier{cfg: cfg, nft: nft, services: svcs, slices: slices, ct: ct, metrics: m, log: log,
 		kick: make(chan struct{}, 1), needFull: true,
-		chains: map[string][]string{}, elements: map[string]element{}, sets: map[string]string{}, udpEps: map[string]map[string]bool{}}
+		chains: map[string][]string{}, elements: map[string]element{}, sets: map[string]string{}, udpEps: map[string]map[string]bool{},
+		rendered: map[string]renderedService{}}
 }
 
 // SetZone sets the node's topology zone before the first sync.
@@ -142,53 +155,104 @@ func (p *Proxier) HealthCheckPorts() []int32 {
 	return out
 }
 
-// desiredState computes every Service port from the caches.
-func (p *Proxier) desiredState() ([]*ServicePort, []string, error) {
+// desiredState computes every Service port and its rules from the caches. The
+// slices are listed once and grouped by Service, and a Service whose object and
+// slices did not change since the last sync reuses what was computed then, so
+// the cost of a sync follows what changed, not the number of Services.
+func (p *Proxier) desiredState(cfg Config) ([]renderedService, []string, error) {
 	svcs, err := p.services.List(labels.Everything())
 	if err != nil {
 		return nil, nil, err
 	}
-	var ports []*ServicePort
+	all, err := p.slices.List(labels.Everything())
+	if err != nil {
+		return nil, nil, err
+	}
+	byService := make(map[string][]*discoveryv1.EndpointSlice, len(svcs))
+	for _, sl := range all {
+		if name := sl.Labels[discoveryv1.LabelServiceName]; name != "" {
+			key := sl.Namespace + "/" + name
+			byService[key] = append(byService[key], sl)
+		}
+	}
+	out := make([]renderedService, 0, len(svcs))
 	var problems []string
+	next := make(map[string]renderedService, len(svcs))
 	for _, svc := range svcs {
 		if Skip(svc) != "" {
 			continue
 		}
-		sel, err := labels.Parse(discoveryv1.LabelServiceName + "=" + svc.Name)
-		if err != nil {
-			return nil, nil, err
-		}
-		slices, err := p.slices.EndpointSlices(svc.Namespace).List(sel)
-		if err != nil {
-			return nil, nil, err
+		key := svc.Namespace + "/" + svc.Name
+		slices := byService[key]
+		version := resourceVersions(svc.ResourceVersion, slices)
+		if r, ok := p.rendered[key]; ok && version != "" && r.version == version && r.zone == cfg.Zone {
+			next[key] = r
+			out = append(out, r)
+			continue
 		}
 		sps, probs := BuildServicePorts(svc, slices)
 		for _, pr := range probs {
-			problems = append(problems, fmt.Sprintf("service %s/%s: %s", svc.Namespace, svc.Name, pr))
+			problems = append(problems, fmt.Sprintf("service %s: %s", key, pr))
 		}
-		ports = append(ports, sps...)
+		r := renderedService{version: version, zone: cfg.Zone, ports: sps}
+		for _, sp := range sps {
+			sel := Select(sp, cfg.NodeName, cfg.Zone)
+			r.sels = append(r.sels, sel)
+			r.progs = append(r.progs, renderPort(sp, sel, cfg))
+		}
+		next[key] = r
+		out = append(out, r)
 	}
-	sort.Slice(ports, func(i, j int) bool { return ports[i].Key() < ports[j].Key() })
-	return ports, problems, nil
+	p.rendered = next
+	return out, problems, nil
+}
+
+// resourceVersions identifies the state a Service was computed from; objects
+// without resource versions (tests) are never cached.
+func resourceVersions(svcRV string, slices []*discoveryv1.EndpointSlice) string {
+	if svcRV == "" {
+		return ""
+	}
+	parts := []string{svcRV}
+	for _, sl := range slices {
+		if sl.ResourceVersion == "" {
+			return ""
+		}
+		parts = append(parts, sl.Name+"@"+sl.ResourceVersion)
+	}
+	sort.Strings(parts[1:])
+	return strings.Join(parts, ",")
 }
 
 // Program renders the full desired table contents: chains and elements.
 func Program(ports []*ServicePort, cfg Config) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int) {
-	chains, elements, sets, local = map[string][]string{}, map[string]element{}, map[string]string{}, map[string]int{}
+	var rs []renderedService
 	for _, sp := range ports {
 		sel := Select(sp, cfg.NodeName, cfg.Zone)
-		pr := renderPort(sp, sel, cfg)
-		for name, rules := range pr.chains {
-			chains[name] = rules
+		rs = append(rs, renderedService{ports: []*ServicePort{sp}, sels: []Selection{sel}, progs: []programmed{renderPort(sp, sel, cfg)}})
+	}
+	return merge(rs)
+}
+
+// merge combines the rendered Services into the table's contents.
+func merge(rs []renderedService) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int) {
+	chains, elements, sets, local = map[string][]string{}, map[string]element{}, map[string]string{}, map[string]int{}
+	for _, r := range rs {
+		for i, pr := range r.progs {
+			sp := r.ports[i]
+			for name, rules := range pr.chains {
+				chains[name] = rules
+			}
+			for _, e := range pr.elements {
+				elements[e.id()] = e
+			}
+			for _, s := range pr.sets {
+				name, rest, _ := strings.Cut(s, "|")
+				sets[name] = rest
+			}
+			key := sp.Namespace + "/" + sp.Name
+			local[key] = max(local[key], len(r.sels[i].Local))
 		}
-		for _, e := range pr.elements {
-			elements[e.id()] = e
-		}
-		for _, s := range pr.sets {
-			name, rest, _ := strings.Cut(s, "|")
-			sets[name] = rest
-		}
-		local[sp.Namespace+"/"+sp.Name] = max(local[sp.Namespace+"/"+sp.Name], len(sel.Local))
 	}
 	return chains, elements, sets, local
 }
@@ -206,17 +270,21 @@ func elementObj(e element) *knftables.Element {
 // Sync computes the desired state and applies it.
 func (p *Proxier) Sync(ctx context.Context) error {
 	start := time.Now()
-	ports, problems, err := p.desiredState()
+	p.mu.Lock()
+	cfg := p.cfg
+	p.mu.Unlock()
+	rendered, problems, err := p.desiredState(cfg)
 	if err != nil {
 		return err
 	}
 	for _, pr := range problems {
 		p.log.Warn("service skipped in part", "problem", pr)
 	}
-	p.mu.Lock()
-	cfg := p.cfg
-	p.mu.Unlock()
-	chains, elements, sets, local := Program(ports, cfg)
+	chains, elements, sets, local := merge(rendered)
+	var ports []*ServicePort
+	for _, r := range rendered {
+		ports = append(ports, r.ports...)
+	}
 
 	p.mu.Lock()
 	full := p.needFull
