@@ -65,10 +65,14 @@ func (s *ServicePort) Key() string {
 
 // Skip reports why the proxy leaves a Service alone, or "" when it programs it.
 func Skip(svc *corev1.Service) string {
+	// kube-proxy skips a Service carrying either label whatever its value (a
+	// DoesNotExist selector); the headless label's value is usually empty.
+	proxyName, hasProxyName := svc.Labels[LabelServiceProxyName]
+	_, headless := svc.Labels[LabelHeadless]
 	switch {
-	case svc.Labels[LabelServiceProxyName] != "":
-		return "handled by proxy " + svc.Labels[LabelServiceProxyName]
-	case svc.Labels[LabelHeadless] != "":
+	case hasProxyName:
+		return "handled by proxy " + proxyName
+	case headless:
 		return "labelled headless"
 	case svc.Spec.Type == corev1.ServiceTypeExternalName:
 		return "ExternalName"
@@ -87,6 +91,17 @@ func BuildServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice)
 	if Skip(svc) != "" {
 		return nil, nil
 	}
+	// External IPs are parsed once, so that a bad one is reported once and not
+	// once per IP family.
+	var externalIPs []netip.Addr
+	for _, s := range svc.Spec.ExternalIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("externalIP %q does not parse", s))
+			continue
+		}
+		externalIPs = append(externalIPs, ip)
+	}
 	for _, fam := range []bool{false, true} {
 		var cips []netip.Addr
 		for _, s := range svc.Spec.ClusterIPs {
@@ -98,12 +113,7 @@ func BuildServicePorts(svc *corev1.Service, slices []*discoveryv1.EndpointSlice)
 			continue
 		}
 		var ext []netip.Addr
-		for _, s := range svc.Spec.ExternalIPs {
-			ip, err := netip.ParseAddr(s)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("externalIP %q does not parse", s))
-				continue
-			}
+		for _, ip := range externalIPs {
 			if ip.Is6() == fam {
 				ext = append(ext, ip)
 			}
@@ -166,6 +176,10 @@ func endpointsFor(slices []*discoveryv1.EndpointSlice, p corev1.ServicePort, v6 
 	if proto == "" {
 		proto = corev1.ProtocolTCP
 	}
+	// The caches list slices in no particular order: go through them by name
+	// so that, of two copies of an endpoint, the same one wins every sync.
+	slices = append([]*discoveryv1.EndpointSlice(nil), slices...)
+	sort.Slice(slices, func(i, j int) bool { return slices[i].Name < slices[j].Name })
 	seen := map[string]bool{}
 	var out []Endpoint
 	for _, sl := range slices {

@@ -18,7 +18,7 @@ import (
 //
 //	nat-prerouting, nat-output (dstnat)  → services
 //	services: ip daddr . l4proto . dport  vmap @service-ips-v4/v6   (ClusterIPs, external and LB IPs)
-//	          fib daddr type local . l4proto . dport vmap @service-nodeports
+//	          fib daddr type local . l4proto . dport vmap @service-nodeports-v4/v6
 //	svc-<hash>: masquerade mark for off-cluster sources, DNAT to an endpoint
 //	            chosen by numgen (one rule per endpoint of this Service), or
 //	            per-endpoint chains when the Service has ClientIP affinity
@@ -80,9 +80,13 @@ func staticObjects(tx *knftables.Transaction, cfg Config) {
 		tx.Add(&knftables.Set{Name: "cluster-cidrs-" + f, Type: addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}})
 		tx.Add(&knftables.Set{Name: "hairpin-" + f, Type: addrType + " . " + addrType,
 			Comment: knftables.PtrTo("endpoint . endpoint: a pod that reached itself through its Service")})
+		// NodePorts per family too: the two halves of a dual-stack Service
+		// have one key (protocol . port) but different chains (the kernel
+		// refuses a second value for a key, and an ip DNAT rule does nothing
+		// to an IPv6 packet).
+		tx.Add(&knftables.Map{Name: "service-nodeports-" + f, Type: "inet_proto . inet_service : verdict"})
+		tx.Add(&knftables.Map{Name: "no-endpoint-nodeports-" + f, Type: "inet_proto . inet_service : verdict"})
 	}
-	tx.Add(&knftables.Map{Name: "service-nodeports", Type: "inet_proto . inet_service : verdict"})
-	tx.Add(&knftables.Map{Name: "no-endpoint-nodeports", Type: "inet_proto . inet_service : verdict"})
 
 	for _, c := range []struct {
 		name, typ, hook string
@@ -110,13 +114,15 @@ func staticObjects(tx *knftables.Transaction, cfg Config) {
 	rule("nat-output", "jump services")
 	rule("services", "ip daddr . meta l4proto . th dport vmap @service-ips-v4")
 	rule("services", "ip6 daddr . meta l4proto . th dport vmap @service-ips-v6")
-	rule("services", "fib daddr type local meta l4proto . th dport vmap @service-nodeports")
+	rule("services", "meta nfproto ipv4 fib daddr type local meta l4proto . th dport vmap @service-nodeports-v4")
+	rule("services", "meta nfproto ipv6 fib daddr type local meta l4proto . th dport vmap @service-nodeports-v6")
 	for _, c := range []string{"filter-input", "filter-forward", "filter-output"} {
 		rule(c, "ct state new jump endpoints-check")
 	}
 	rule("endpoints-check", "ip daddr . meta l4proto . th dport vmap @no-endpoint-services-v4")
 	rule("endpoints-check", "ip6 daddr . meta l4proto . th dport vmap @no-endpoint-services-v6")
-	rule("endpoints-check", "fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports")
+	rule("endpoints-check", "meta nfproto ipv4 fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports-v4")
+	rule("endpoints-check", "meta nfproto ipv6 fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports-v6")
 	// A TCP reset makes connect() fail at once; other protocols get ICMP port
 	// unreachable.
 	rule("reject-chain", "meta l4proto tcp reject with tcp reset")
@@ -187,12 +193,12 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 				p.elements = append(p.elements, element{set: "service-ips-" + f, key: k, value: []string{"goto " + extChain}})
 			}
 		}
-		if sp.NodePort != 0 && !v6IfDual(sp) {
+		if sp.NodePort != 0 {
 			k := []string{proto, fmt.Sprint(sp.NodePort)}
 			if len(sel.External) == 0 {
-				p.elements = append(p.elements, element{set: "no-endpoint-nodeports", key: k, value: []string{noEndpointVerdict(sp, true)}})
+				p.elements = append(p.elements, element{set: "no-endpoint-nodeports-" + f, key: k, value: []string{noEndpointVerdict(sp, true)}})
 			} else {
-				p.elements = append(p.elements, element{set: "service-nodeports", key: k, value: []string{"goto " + extChain}})
+				p.elements = append(p.elements, element{set: "service-nodeports-" + f, key: k, value: []string{"goto " + extChain}})
 			}
 		}
 		if len(sel.External) > 0 {
@@ -216,10 +222,6 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 	}
 	return p
 }
-
-// v6IfDual: NodePorts are keyed by protocol and port only, so a dual-stack
-// Service installs them from its IPv4 half (the fib check takes both families).
-func v6IfDual(sp *ServicePort) bool { return false }
 
 // noEndpointVerdict: a Service port without any endpoint refuses connections at
 // once; one whose endpoints all live on other nodes while its traffic policy is
@@ -263,8 +265,10 @@ func dnatRules(p *programmed, sp *ServicePort, chain string, eps []Endpoint) []s
 	if sp.AffinityTimeout > 0 {
 		var spread []string
 		for i, e := range eps {
-			epChain := fmt.Sprintf("%s-ep%d", chain, i)
-			set := fmt.Sprintf("%s-aff%d", chain, i)
+			// Named after the endpoint, not its position, so that clients keep
+			// their endpoint when others come and go.
+			epChain := chainName(chain+"-ep", e.String())
+			set := chainName(chain+"-aff", e.String())
 			p.sets = append(p.sets, fmt.Sprintf("%s|%s|%d", set, addrType(sp.IPv6), sp.AffinityTimeout))
 			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", ipkw, set, epChain))
 			spread = append(spread, pick(i)+"goto "+epChain)

@@ -237,6 +237,8 @@ func Program(ports []*ServicePort, cfg Config) (chains map[string][]string, elem
 // merge combines the rendered Services into the table's contents.
 func merge(rs []renderedService) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int) {
 	chains, elements, sets, local = map[string][]string{}, map[string]element{}, map[string]string{}, map[string]int{}
+	type claim struct{ id, port string }
+	claimed := map[string]claim{} // set and key → element and its Service port
 	for _, r := range rs {
 		for i, pr := range r.progs {
 			sp := r.ports[i]
@@ -244,6 +246,18 @@ func merge(rs []renderedService) (chains map[string][]string, elements map[strin
 				chains[name] = rules
 			}
 			for _, e := range pr.elements {
+				// One key, one value: when two Services claim an address and
+				// port (externalIPs are free-form), the port first by key keeps
+				// it, whatever the order of the caches; the kernel would refuse
+				// the whole transaction.
+				k := e.set + "|" + strings.Join(e.key, " . ")
+				if c, ok := claimed[k]; ok && c.id != e.id() {
+					if c.port < sp.Key() {
+						continue
+					}
+					delete(elements, c.id)
+				}
+				claimed[k] = claim{e.id(), sp.Key()}
 				elements[e.id()] = e
 			}
 			for _, s := range pr.sets {
@@ -296,7 +310,8 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	var stale []string
 	if full {
 		staticObjects(tx, cfg)
-		for _, m := range []string{"service-ips-v4", "service-ips-v6", "no-endpoint-services-v4", "no-endpoint-services-v6", "service-nodeports", "no-endpoint-nodeports"} {
+		for _, m := range []string{"service-ips-v4", "service-ips-v6", "no-endpoint-services-v4", "no-endpoint-services-v6",
+			"service-nodeports-v4", "service-nodeports-v6", "no-endpoint-nodeports-v4", "no-endpoint-nodeports-v6"} {
 			tx.Flush(&knftables.Map{Name: m})
 		}
 		tx.Flush(&knftables.Set{Name: "hairpin-v4"})
@@ -378,9 +393,15 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			}
 		}
 	}
-	// Chains first (they reference the affinity sets), then sets.
+	// Chains first (they reference the affinity sets), then sets; by name, so
+	// that a Service chain goes before the per-endpoint chains it jumps to
+	// (svc-X-ep-…): the kernel refuses to delete a chain still referenced.
 	sort.Slice(stale, func(i, j int) bool {
-		return !strings.HasPrefix(stale[i], "set:") && strings.HasPrefix(stale[j], "set:")
+		si, sj := strings.HasPrefix(stale[i], "set:"), strings.HasPrefix(stale[j], "set:")
+		if si != sj {
+			return sj
+		}
+		return stale[i] < stale[j]
 	})
 	for _, s := range stale {
 		if name, ok := strings.CutPrefix(s, "set:"); ok {
@@ -442,7 +463,11 @@ func (p *Proxier) cleanupConntrack(ports []*ServicePort) {
 		}
 		eps := map[string]bool{}
 		for _, e := range sp.Endpoints {
-			eps[e.IP.String()] = true
+			// An endpoint that stops serving (but stays in its slice) is as
+			// stale as a removed one, as for kube-proxy.
+			if e.Serving {
+				eps[e.IP.String()] = true
+			}
 		}
 		now[sp.Key()] = eps
 		if p.ct == nil {
