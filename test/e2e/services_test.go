@@ -5,7 +5,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -351,20 +350,29 @@ func TestServicesLeftToOtherProxies(t *testing.T) {
 	}
 }
 
-// proxyDump is the proxy table of a node with its elements sorted, for
-// comparing what two agents programmed.
-func proxyDump(t *testing.T, node string) string {
+// proxyDump is what a node's proxy programmed for one ClusterIP: its map
+// element and its Service chain (other tests' Services may come and go meanwhile).
+func proxyDump(t *testing.T, node, clusterIP string) string {
 	t.Helper()
-	out, err := amime(t, "lab", "exec", "--node", node, "--", "nft", "-s", "list", "table", "inet", "amime-proxy")
+	out, err := amime(t, "lab", "exec", "--node", node, "--", "nft", "list", "map", "inet", "amime-proxy", "service-ips-v4")
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.ReplaceAll(out, ",\n", "\n"), "\n")
-	for i := range lines {
-		lines[i] = strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(lines[i]), "elements = {"), "}"))
+	var element, chain string
+	for _, part := range strings.FieldsFunc(out, func(r rune) bool { return r == ',' || r == '{' || r == '}' || r == '\n' }) {
+		if part = strings.TrimSpace(part); strings.HasPrefix(part, clusterIP+" ") {
+			element = part
+			chain = part[strings.LastIndex(part, " ")+1:]
+		}
 	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
+	if chain == "" {
+		t.Fatalf("no element for %s in:\n%s", clusterIP, out)
+	}
+	rules, err := amime(t, "lab", "exec", "--node", node, "--", "nft", "list", "chain", "inet", "amime-proxy", chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return element + "\n" + rules
 }
 
 // TestAgentRestartUnderServiceLoad: requests through a ClusterIP keep being
@@ -376,7 +384,7 @@ func TestAgentRestartUnderServiceLoad(t *testing.T) {
 	svc := service(t, ns, "web", "  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n")
 	readyPodsByName(t, ns, "client")
 	waitEndpoints(t, ns, "web", 3)
-	before := proxyDump(t, "e2e-node-2")
+	before := proxyDump(t, "e2e-node-2", svc.Spec.ClusterIP)
 	load := func(seconds int) chan string {
 		done := make(chan string, 1)
 		go func() {
@@ -407,7 +415,7 @@ func TestAgentRestartUnderServiceLoad(t *testing.T) {
 		}
 		return nil
 	})
-	if after := proxyDump(t, "e2e-node-2"); after != before {
+	if after := proxyDump(t, "e2e-node-2", svc.Spec.ClusterIP); after != before {
 		t.Errorf("the restarted agent programmed a different table:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	// A rolling update under load.
