@@ -86,14 +86,14 @@ pods() { # LAB
   kubectl --kubeconfig "$kc" wait --for=condition=Ready pod/server pod/near pod/far --timeout=60s >/dev/null
   kubectl --kubeconfig "$kc" get pod server -o jsonpath='{.status.podIP}'
 }
-"$AMIME" lab up --name bnet --nodes 2 --underlay 172.30.5.0/24 --underlay-v6 fd00:a:e5::/64 --etcd-port 12879 >/dev/null
+"$AMIME" lab up --name bnet --nodes 2 --pod-cidr 10.247.0.0/16 --pod-cidr-v6 fd00:10:247::/56 --underlay 172.30.5.0/24 --underlay-v6 fd00:a:e5::/64 --etcd-port 12879 >/dev/null
 ip=$(pods bnet)
 serve "$AMIME" lab exec --name bnet server --
 measure "same-node" "$ip" "$AMIME" lab exec --name bnet near --
 measure "overlay" "$ip" "$AMIME" lab exec --name bnet far --
 "$AMIME" lab down --name bnet >/dev/null
 
-"$AMIME" lab up --name bnat --nodes 2 --routing native --underlay 172.30.4.0/24 --underlay-v6 fd00:a:e4::/64 --etcd-port 12979 >/dev/null
+"$AMIME" lab up --name bnat --nodes 2 --routing native --pod-cidr 10.248.0.0/16 --pod-cidr-v6 fd00:10:248::/56 --underlay 172.30.4.0/24 --underlay-v6 fd00:a:e4::/64 --etcd-port 12979 >/dev/null
 ip=$(pods bnat)
 serve "$AMIME" lab exec --name bnat server --
 measure "native" "$ip" "$AMIME" lab exec --name bnat far --

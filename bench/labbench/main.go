@@ -56,7 +56,7 @@ func main() {
 }
 
 var labFlags = []string{"--name", "bench"}
-var upFlags = []string{"--nodes", "3", "--underlay", "172.30.7.0/24", "--underlay-v6", "fd00:a:e7::/64", "--etcd-port", "12679"}
+var upFlags = []string{"--nodes", "3", "--pod-cidr", "10.249.0.0/16", "--pod-cidr-v6", "fd00:10:249::/56", "--underlay", "172.30.7.0/24", "--underlay-v6", "fd00:a:e7::/64", "--etcd-port", "12679"}
 
 func amime(bin string, args ...string) (string, error) {
 	out, err := exec.Command(bin, args...).CombinedOutput()

@@ -200,6 +200,9 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := Preflight(l.Bin, l.ControlPlaneBin); err != nil {
 		return err
 	}
+	if err := l.checkOtherLabs(); err != nil {
+		return err
+	}
 	if prev, err := LoadConfig(l.StateRoot, l.Name); err == nil {
 		running := l.controlPlaneUp(ctx) == nil
 		if running && (prev.Nodes != l.Nodes || prev.IPFamily != l.IPFamily) {
@@ -276,6 +279,37 @@ func (l *Lab) repair(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(l.Out, "lab %q is up: %d nodes Ready\nexport KUBECONFIG=%s\n", l.Name, l.Nodes, l.KubeconfigPath())
+	return nil
+}
+
+// checkOtherLabs refuses ranges that overlap those of another running lab: the
+// root namespace routes every lab's underlay and pod ranges.
+func (l *Lab) checkOtherLabs() error {
+	entries, err := os.ReadDir(l.StateRoot)
+	if err != nil {
+		return nil
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == l.Name {
+			continue
+		}
+		other, err := LoadConfig(l.StateRoot, e.Name())
+		if err != nil {
+			continue
+		}
+		o := &Lab{Config: other, ControlPlaneBin: l.ControlPlaneBin}
+		if _, running := o.daemons()[1].running(); !running {
+			continue
+		}
+		for _, pair := range [][2]netip.Prefix{
+			{l.PodCIDRv4, other.PodCIDRv4}, {l.PodCIDRv6, other.PodCIDRv6},
+			{l.UnderlayV4, other.UnderlayV4}, {l.UnderlayV6, other.UnderlayV6},
+		} {
+			if pair[0].IsValid() && pair[1].IsValid() && pair[0].Overlaps(pair[1]) {
+				return fmt.Errorf("lab %q is running with %s, which overlaps %s of this lab: give this lab other ranges (--pod-cidr, --pod-cidr-v6, --underlay, --underlay-v6) or take the other down", other.Name, pair[1], pair[0])
+			}
+		}
+	}
 	return nil
 }
 

@@ -23,7 +23,7 @@ func TestDualStackLab(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	dual := extraLab(t, "e2edual", "--ip-family", "dual", "--underlay", "172.30.8.0/24", "--underlay-v6", "fd00:a:e8::/64", "--etcd-port", "12579")
+	dual := extraLab(t, "e2edual", "--ip-family", "dual", "--pod-cidr", "10.245.0.0/16", "--pod-cidr-v6", "fd00:10:245::/56", "--underlay", "172.30.8.0/24", "--underlay-v6", "fd00:a:e8::/64", "--etcd-port", "12579")
 	nodes, err := dual.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestNativeRoutingLab(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	nat := extraLab(t, "e2enat", "--routing", "native", "--underlay", "172.30.6.0/24", "--underlay-v6", "fd00:a:e6::/64", "--etcd-port", "12779")
+	nat := extraLab(t, "e2enat", "--routing", "native", "--pod-cidr", "10.246.0.0/16", "--underlay", "172.30.6.0/24", "--underlay-v6", "fd00:a:e6::/64", "--etcd-port", "12779")
 	for i, node := range []string{"e2enat-node-1", "e2enat-node-2"} {
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i)},
@@ -93,17 +93,23 @@ func TestNativeRoutingLab(t *testing.T) {
 	if got := curlFrom(t, "e2enat", "p0", "http://"+b+":8080/clientip"); !strings.HasPrefix(got, a+":") {
 		t.Errorf("native routing across nodes: seen as %q, want %s", got, a)
 	}
-	out, err := run(context.Background(), *amimeBin, "lab", "exec", "--name", "e2enat", "--node", "e2enat-node-1", "--", "sh", "-c", "ip route show proto 161; ip link show amime.vxlan 2>&1 || true")
-	if err != nil {
-		t.Fatal(err)
-	}
 	n2, err := nat.CoreV1().Nodes().Get(context.Background(), "e2enat-node-2", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := n2.Spec.PodCIDR + " via 172.30.6.12 dev eth0"
-	if !strings.Contains(out, want) || !strings.Contains(out, "does not exist") {
-		t.Errorf("native routes on node 1:\n%s\nwant %q and no VXLAN device", out, want)
+	var out string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err = run(context.Background(), *amimeBin, "lab", "exec", "--name", "e2enat", "--node", "e2enat-node-1", "--", "sh", "-c", "ip route; ip link show amime.vxlan 2>&1 || true")
+		if err == nil && strings.Contains(out, want+" proto 161") && strings.Contains(out, "does not exist") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("native routes on node 1:\n%s\nwant %q (proto 161) and no VXLAN device (err %v)", out, want, err)
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 

@@ -36,8 +36,8 @@ func TestNodesReady(t *testing.T) {
 		if !ready {
 			t.Errorf("node %s is not Ready", n.Name)
 		}
-		if len(n.Spec.PodCIDRs) != 1 || !strings.HasPrefix(n.Spec.PodCIDRs[0], "10.244.") || !strings.HasSuffix(n.Spec.PodCIDRs[0], "/24") {
-			t.Errorf("node %s: podCIDRs %v, want one /24 of 10.244.0.0/16", n.Name, n.Spec.PodCIDRs)
+		if len(n.Spec.PodCIDRs) != 1 || !strings.HasPrefix(n.Spec.PodCIDRs[0], "10.240.") || !strings.HasSuffix(n.Spec.PodCIDRs[0], "/24") {
+			t.Errorf("node %s: podCIDRs %v, want one /24 of 10.240.0.0/16 (the e2e lab's --pod-cidr)", n.Name, n.Spec.PodCIDRs)
 		}
 		if cidrs[n.Spec.PodCIDR] {
 			t.Errorf("node %s: podCIDR %s given twice", n.Name, n.Spec.PodCIDR)

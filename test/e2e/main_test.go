@@ -30,7 +30,7 @@ const labName = "e2e"
 // labFlags keep the suite's lab apart from a lab the user may be running.
 var labFlags = []string{"--name", labName}
 
-var upFlags = []string{"--nodes", "3", "--underlay", "172.30.9.0/24", "--underlay-v6", "fd00:a:e9::/64", "--etcd-port", "12479"}
+var upFlags = []string{"--nodes", "3", "--pod-cidr", "10.240.0.0/16", "--pod-cidr-v6", "fd00:10:240::/56", "--underlay", "172.30.9.0/24", "--underlay-v6", "fd00:a:e9::/64", "--etcd-port", "12479"}
 
 var (
 	cs         *kubernetes.Clientset
