@@ -200,9 +200,6 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := Preflight(l.Bin, l.ControlPlaneBin); err != nil {
 		return err
 	}
-	if err := l.checkOtherLabs(); err != nil {
-		return err
-	}
 	if prev, err := LoadConfig(l.StateRoot, l.Name); err == nil {
 		running := l.controlPlaneUp(ctx) == nil
 		if running && (prev.Nodes != l.Nodes || prev.IPFamily != l.IPFamily) {
@@ -219,6 +216,10 @@ func (l *Lab) Up(ctx context.Context) error {
 			return fmt.Errorf("clean up the previous run: %w", err)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	// Only a lab that starts afresh takes ranges; a repaired one keeps its own.
+	if err := l.checkOtherLabs(); err != nil {
 		return err
 	}
 	if err := ipForwardOff(); err != nil {
@@ -301,10 +302,14 @@ func (l *Lab) checkOtherLabs() error {
 		if _, running := o.daemons()[1].running(); !running {
 			continue
 		}
-		for _, pair := range [][2]netip.Prefix{
-			{l.PodCIDRv4, other.PodCIDRv4}, {l.PodCIDRv6, other.PodCIDRv6},
-			{l.UnderlayV4, other.UnderlayV4}, {l.UnderlayV6, other.UnderlayV6},
-		} {
+		var pairs [][2]netip.Prefix
+		if l.HasV4() && other.HasV4() {
+			pairs = append(pairs, [2]netip.Prefix{l.PodCIDRv4, other.PodCIDRv4}, [2]netip.Prefix{l.UnderlayV4, other.UnderlayV4})
+		}
+		if l.HasV6() && other.HasV6() {
+			pairs = append(pairs, [2]netip.Prefix{l.PodCIDRv6, other.PodCIDRv6}, [2]netip.Prefix{l.UnderlayV6, other.UnderlayV6})
+		}
+		for _, pair := range pairs {
 			if pair[0].IsValid() && pair[1].IsValid() && pair[0].Overlaps(pair[1]) {
 				return fmt.Errorf("lab %q is running with %s, which overlaps %s of this lab: give this lab other ranges (--pod-cidr, --pod-cidr-v6, --underlay, --underlay-v6) or take the other down", other.Name, pair[1], pair[0])
 			}

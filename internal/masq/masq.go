@@ -14,9 +14,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sort"
 
 	"sigs.k8s.io/knftables"
+
+	"amime.dev/amime/internal/cidr"
 )
 
 // Table is the nftables table this package owns.
@@ -54,10 +55,10 @@ func Sync(ctx context.Context, nft knftables.Interface, cfg Config) error {
 		Comment: knftables.PtrTo("pod to outside the cluster")})
 	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ip6 saddr @pod-cidrs-v6 ip6 daddr != @no-masq-v6 masquerade fully-random",
 		Comment: knftables.PtrTo("pod to outside the cluster")})
-	for _, p := range normalize(cfg.PodCIDRs) {
+	for _, p := range cidr.Normalize(cfg.PodCIDRs) {
 		tx.Add(&knftables.Element{Set: "pod-cidrs-v" + family(p), Key: []string{p.String()}})
 	}
-	for _, p := range normalize(append(append([]netip.Prefix{}, cfg.PodCIDRs...), cfg.NonMasquerade...)) {
+	for _, p := range cidr.Normalize(append(append([]netip.Prefix{}, cfg.PodCIDRs...), cfg.NonMasquerade...)) {
 		tx.Add(&knftables.Element{Set: "no-masq-v" + family(p), Key: []string{p.String()}})
 	}
 	if err := nft.Run(ctx, tx); err != nil {
@@ -71,37 +72,6 @@ func family(p netip.Prefix) string {
 		return "4"
 	}
 	return "6"
-}
-
-// normalize masks, sorts and removes prefixes covered by others: interval sets
-// refuse overlapping elements.
-func normalize(in []netip.Prefix) []netip.Prefix {
-	var ps []netip.Prefix
-	for _, p := range in {
-		if p.IsValid() {
-			ps = append(ps, p.Masked())
-		}
-	}
-	sort.Slice(ps, func(i, j int) bool {
-		if ps[i].Addr() != ps[j].Addr() {
-			return ps[i].Addr().Less(ps[j].Addr())
-		}
-		return ps[i].Bits() < ps[j].Bits()
-	})
-	var out []netip.Prefix
-	for _, p := range ps {
-		covered := false
-		for _, o := range out {
-			if o.Bits() <= p.Bits() && o.Contains(p.Addr()) {
-				covered = true
-				break
-			}
-		}
-		if !covered {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // New returns the real nftables interface for the table.

@@ -1,6 +1,7 @@
 package masq
 
 import (
+	"amime.dev/amime/internal/cidr"
 	"context"
 	"errors"
 	"flag"
@@ -259,7 +260,7 @@ func TestNormalize(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := slices.Clone(tt.in)
 			var got []string
-			for _, p := range normalize(tt.in) {
+			for _, p := range cidr.Normalize(tt.in) {
 				got = append(got, p.String())
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {

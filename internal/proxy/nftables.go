@@ -5,10 +5,11 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"amime.dev/amime/internal/cidr"
 )
 
 // Table is the nftables table the proxy owns. Static chains hold a handful of
@@ -134,7 +135,7 @@ func staticObjects(tx *knftables.Transaction, cfg Config) {
 	for _, v6 := range []bool{false, true} {
 		tx.Flush(&knftables.Set{Name: "cluster-cidrs-" + fam(v6)})
 	}
-	for _, p := range normalizePrefixes(cfg.ClusterCIDRs) {
+	for _, p := range cidr.Normalize(cfg.ClusterCIDRs) {
 		tx.Add(&knftables.Element{Set: "cluster-cidrs-" + fam(p.Addr().Is6()), Key: []string{p.String()}})
 	}
 }
@@ -290,34 +291,4 @@ func addrType(v6 bool) string {
 		return "ipv6_addr"
 	}
 	return "ipv4_addr"
-}
-
-// normalizePrefixes masks, sorts and drops covered prefixes (interval sets
-// refuse overlaps).
-func normalizePrefixes(in []netip.Prefix) []netip.Prefix {
-	ps := make([]netip.Prefix, 0, len(in))
-	for _, p := range in {
-		if p.IsValid() {
-			ps = append(ps, p.Masked())
-		}
-	}
-	sort.Slice(ps, func(i, j int) bool {
-		if ps[i].Addr() != ps[j].Addr() {
-			return ps[i].Addr().Less(ps[j].Addr())
-		}
-		return ps[i].Bits() < ps[j].Bits()
-	})
-	var out []netip.Prefix
-	for _, p := range ps {
-		covered := false
-		for _, o := range out {
-			if o.Bits() <= p.Bits() && o.Contains(p.Addr()) {
-				covered = true
-			}
-		}
-		if !covered {
-			out = append(out, p)
-		}
-	}
-	return out
 }

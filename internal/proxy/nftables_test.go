@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"amime.dev/amime/internal/cidr"
 	"context"
 	"fmt"
 	"net/netip"
@@ -276,7 +277,7 @@ func TestNormalizePrefixes(t *testing.T) {
 				in = append(in, p)
 			}
 			var got []string
-			for _, p := range normalizePrefixes(in) {
+			for _, p := range cidr.Normalize(in) {
 				got = append(got, p.String())
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
