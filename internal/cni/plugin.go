@@ -228,5 +228,29 @@ func (p *plugin) status(args *skel.CmdArgs) error {
 	if err := os.MkdirAll(conf.DataDir, 0o700); err != nil {
 		return types.NewError(50, "the plugin is not available: IPAM directory unusable", err.Error())
 	}
+	// A full range cannot serve ADD (the spec asks STATUS to say so).
+	alloc, err := ipam.New(conf.DataDir, conf.ranges)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
+	}
+	inUse, err := alloc.InUse()
+	if err != nil {
+		return types.NewError(50, "the plugin is not available: IPAM state unreadable", err.Error())
+	}
+	for _, r := range conf.ranges {
+		if !r.Addr().Is4() {
+			continue // an IPv6 node range (a /64) does not run out
+		}
+		capacity := 1<<(32-r.Bits()) - 3 // network, broadcast and gateway are never handed out
+		n := 0
+		for _, a := range inUse {
+			if a.Range == r {
+				n++
+			}
+		}
+		if n >= capacity {
+			return types.NewError(50, fmt.Sprintf("the plugin is not available: all %d addresses of %s are in use", capacity, r), "")
+		}
+	}
 	return nil
 }
