@@ -2,7 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"flag"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,33 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"amime.dev/amime/internal/golden"
+
 	"github.com/containernetworking/cni/libcni"
 	"github.com/google/go-cmp/cmp"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
-
-// golden compares got with testdata/<name>.golden, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run `go test -update` to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
-}
 
 func prefixes(ss ...string) []netip.Prefix {
 	out := []netip.Prefix{}
@@ -65,7 +42,7 @@ func TestConflist(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "conflist-"+tt.name, string(b))
+			golden.Check(t, "conflist-"+tt.name, string(b))
 
 			// What a runtime makes of it.
 			list, err := libcni.ConfListFromBytes(b)

@@ -2,45 +2,20 @@ package cni
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"amime.dev/amime/internal/golden"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/google/go-cmp/cmp"
 
 	"amime.dev/amime/internal/ipam"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
-
-// golden compares got with testdata/<name>.golden, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run `go test -update` to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
-}
 
 const podNetns = "/var/run/netns/cni-1234"
 
@@ -181,7 +156,7 @@ func TestBuildResult(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "result-"+tt.name, string(b)+"\n")
+			golden.Check(t, "result-"+tt.name, string(b)+"\n")
 
 			// CHECK reads the result back (as prevResult) and finds what ADD made.
 			back := mustConf(t, conf(`"cniVersion": "`+c.CNIVersion+`"`, `"prevResult": `+string(b)))

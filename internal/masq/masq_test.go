@@ -1,44 +1,20 @@
 package masq
 
 import (
-	"amime.dev/amime/internal/cidr"
 	"context"
 	"errors"
-	"flag"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"amime.dev/amime/internal/cidr"
+	"amime.dev/amime/internal/golden"
+
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/knftables"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
-
-// golden compares got with testdata/<name>.golden, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run `go test -update` to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
-}
 
 func prefixes(ss ...string) []netip.Prefix {
 	var out []netip.Prefix
@@ -164,7 +140,7 @@ func TestSync(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			fake := knftables.NewFake(knftables.InetFamily, Table)
 			mustSync(t, fake, tt.cfg)
-			golden(t, "sync-"+tt.name, fake.Dump())
+			golden.Check(t, "sync-"+tt.name, fake.Dump())
 			checkSets(t, fake, tt.want)
 			rules, err := fake.ListRules(context.Background(), "postrouting")
 			if err != nil {
@@ -207,7 +183,7 @@ func TestSyncReplaces(t *testing.T) {
 		"pod-cidrs-v4": {"10.32.0.0/16"},
 		"no-masq-v4":   {"10.32.0.0/16", "192.168.2.0/24"},
 	})
-	golden(t, "sync-replaced", fake.Dump())
+	golden.Check(t, "sync-replaced", fake.Dump())
 }
 
 func TestSyncError(t *testing.T) {

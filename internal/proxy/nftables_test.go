@@ -1,13 +1,15 @@
 package proxy
 
 import (
-	"amime.dev/amime/internal/cidr"
 	"context"
 	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
 	"testing"
+
+	"amime.dev/amime/internal/cidr"
+	"amime.dev/amime/internal/golden"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -112,7 +114,7 @@ func TestProgram(t *testing.T) {
 	for _, tc := range programCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			chains, elements, sets, local := Program(tc.ports, testConfig)
-			golden(t, "program/"+tc.name, renderProgram(chains, elements, sets, local))
+			golden.Check(t, "program/"+tc.name, renderProgram(chains, elements, sets, local))
 			checkProgram(t, chains, elements, sets)
 		})
 	}
@@ -241,7 +243,7 @@ func TestStaticObjects(t *testing.T) {
 	if err := fake.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "static", fake.Dump())
+	golden.Check(t, "static", fake.Dump())
 	// Idempotent: a second run (the next full sync) changes nothing.
 	before := fake.Dump()
 	tx = fake.NewTransaction()

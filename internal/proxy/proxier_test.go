@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"amime.dev/amime/internal/golden"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -288,7 +290,7 @@ func testSyncFullAndIncremental(t *testing.T, versioned bool) {
 	if !isFull(e.nft.last()) {
 		t.Errorf("first sync is not full")
 	}
-	golden(t, "sync/full", e.dump())
+	golden.Check(t, "sync/full", e.dump())
 
 	// Nothing changed: an empty transaction.
 	e.sync()
@@ -340,7 +342,7 @@ func testSyncFullAndIncremental(t *testing.T, versioned bool) {
 				t.Errorf("no operation for a change")
 			}
 			checkOnly(t, tx, append(touches(s.ns, s.svc, before), touches(s.ns, s.svc, e.p.ports)...))
-			golden(t, "sync/"+s.name, e.dump())
+			golden.Check(t, "sync/"+s.name, e.dump())
 			if diff := cmp.Diff(e.scratchDump(), e.dump()); diff != "" {
 				t.Errorf("incremental result differs from a sync from scratch (-scratch +incremental):\n%s", diff)
 			}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"amime.dev/amime/internal/golden"
 )
 
 type stack int
@@ -216,7 +218,7 @@ func TestCompute(t *testing.T) {
 			for _, err := range errs {
 				fmt.Fprintf(&b, "problem: %v\n", err)
 			}
-			golden(t, "compute-"+tt.name, b.String())
+			golden.Check(t, "compute-"+tt.name, b.String())
 
 			if len(errs) != len(tt.wantErrs) {
 				t.Fatalf("got %d problems %v, want %d", len(errs), errs, len(tt.wantErrs))
