@@ -47,6 +47,23 @@ measure() {
   eval "R_${label//[^a-z0-9]/_}=\"$gbit $rps\""
 }
 
+# Both labs first, so that the baselines run with the same background load (the
+# control planes, node runtimes and agents) as the pod measurements.
+# Pods: a server on node 1, clients on node 1 and node 2.
+pods() { # LAB
+  local kc; kc=$("$AMIME" lab kubeconfig --name "$1" | tail -n1)
+  for spec in "server:$1-node-1" "near:$1-node-1" "far:$1-node-2"; do
+    kubectl --kubeconfig "$kc" run "${spec%%:*}" --image=busybox --restart=Never \
+      --overrides="{\"spec\":{\"nodeName\":\"${spec#*:}\"}}" --command -- sleep 3600 >/dev/null
+  done
+  kubectl --kubeconfig "$kc" wait --for=condition=Ready pod/server pod/near pod/far --timeout=60s >/dev/null
+  kubectl --kubeconfig "$kc" get pod server -o jsonpath='{.status.podIP}'
+}
+"$AMIME" lab up --name bnet --nodes 2 --pod-cidr 10.247.0.0/16 --pod-cidr-v6 fd00:10:247::/56 --underlay 172.30.5.0/24 --underlay-v6 fd00:a:e5::/64 --etcd-port 12879 >/dev/null
+"$AMIME" lab up --name bnat --nodes 2 --routing native --pod-cidr 10.248.0.0/16 --pod-cidr-v6 fd00:10:248::/56 --underlay 172.30.4.0/24 --underlay-v6 fd00:a:e4::/64 --etcd-port 12979 >/dev/null
+ipnet=$(pods bnet)
+ipnat=$(pods bnat)
+
 # Baseline 1: bare veth.
 ip netns add amime-bench-a; ip netns add amime-bench-b
 ip link add amime-bench-va netns amime-bench-a type veth peer name amime-bench-vb netns amime-bench-b
@@ -76,27 +93,13 @@ serve ip netns exec amime-bench-b
 measure routed 10.99.3.2 ip netns exec amime-bench-a
 for n in a r1 r2 b; do ip netns del amime-bench-$n; done
 
-# Pods: a server on node 1, clients on node 1 and node 2.
-pods() { # LAB
-  local kc; kc=$("$AMIME" lab kubeconfig --name "$1" | tail -n1)
-  for spec in "server:$1-node-1" "near:$1-node-1" "far:$1-node-2"; do
-    kubectl --kubeconfig "$kc" run "${spec%%:*}" --image=busybox --restart=Never \
-      --overrides="{\"spec\":{\"nodeName\":\"${spec#*:}\"}}" --command -- sleep 3600 >/dev/null
-  done
-  kubectl --kubeconfig "$kc" wait --for=condition=Ready pod/server pod/near pod/far --timeout=60s >/dev/null
-  kubectl --kubeconfig "$kc" get pod server -o jsonpath='{.status.podIP}'
-}
-"$AMIME" lab up --name bnet --nodes 2 --pod-cidr 10.247.0.0/16 --pod-cidr-v6 fd00:10:247::/56 --underlay 172.30.5.0/24 --underlay-v6 fd00:a:e5::/64 --etcd-port 12879 >/dev/null
-ip=$(pods bnet)
 serve "$AMIME" lab exec --name bnet server --
-measure "same-node" "$ip" "$AMIME" lab exec --name bnet near --
-measure "overlay" "$ip" "$AMIME" lab exec --name bnet far --
-"$AMIME" lab down --name bnet >/dev/null
+measure "same-node" "$ipnet" "$AMIME" lab exec --name bnet near --
+measure "overlay" "$ipnet" "$AMIME" lab exec --name bnet far --
 
-"$AMIME" lab up --name bnat --nodes 2 --routing native --pod-cidr 10.248.0.0/16 --pod-cidr-v6 fd00:10:248::/56 --underlay 172.30.4.0/24 --underlay-v6 fd00:a:e4::/64 --etcd-port 12979 >/dev/null
-ip=$(pods bnat)
 serve "$AMIME" lab exec --name bnat server --
-measure "native" "$ip" "$AMIME" lab exec --name bnat far --
+measure "native" "$ipnat" "$AMIME" lab exec --name bnat far --
+
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 read -r vg vr <<<"$R_veth"; read -r rg rr <<<"$R_routed"
