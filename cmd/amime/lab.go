@@ -282,6 +282,7 @@ func newNodeCommand() *cobra.Command {
 	f.StringVar(&o.CNIConfDir, "cni-conf-dir", "", "CNI configuration directory (default: <state-dir>/etc/cni/net.d)")
 	f.StringSliceVar(&o.CNIBinDirs, "cni-bin-dir", nil, "CNI plugin directories")
 	f.IntVar(&o.KubeletPort, "port", 10250, "kubelet API port")
+	f.StringVar(&o.CreatedLog, "created-log", "", "file recording the paths created on the machine (default: <state-dir>/created-paths)")
 	f.BoolVar(&o.PrivateMounts, "private-mounts", false, "bind the node's state over "+strings.Join(noderuntime.NodePrivatePaths, ", ")+" (needs a mount namespace of its own)")
 	f.IntVar(&hostMountFD, "host-mount-ns-fd", -1, "open file descriptor of the mount namespace in which to pin pod network namespaces (with --private-mounts: the machine's)")
 	f.BoolVar(&debug, "debug", false, "debug logging")

@@ -39,15 +39,20 @@ func (l *Lab) Down() error {
 	if err := unmountUnder(l.Dir()); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeCreatedPaths(l.path("nodes")); err != nil {
-		errs = append(errs, err)
-	}
 	if len(errs) == 0 {
 		if err := os.RemoveAll(l.Dir()); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", l.Dir(), err))
 		}
-		// Remove the state root too when this was its last lab.
-		_ = os.Remove(l.StateRoot)
+		// The last lab down removes the mount points the labs created on the
+		// machine, and the state root.
+		if lastLab(l.StateRoot) {
+			log := filepath.Join(l.StateRoot, "created-paths")
+			if err := removeCreatedPaths([]string{log}); err != nil {
+				errs = append(errs, err)
+			}
+			_ = os.Remove(log)
+			_ = os.Remove(l.StateRoot)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -105,11 +110,24 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
+// lastLab reports whether no lab directory is left under the state root.
+func lastLab(stateRoot string) bool {
+	entries, err := os.ReadDir(stateRoot)
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			return false
+		}
+	}
+	return true
+}
+
 // removeCreatedPaths removes the mount points the node runtimes and pods had to
-// create on the machine (recorded in nodes/*/created-paths): empty directories
-// and empty files only, so nothing that was written there since is lost.
-func removeCreatedPaths(nodesDir string) error {
-	logs, _ := filepath.Glob(filepath.Join(nodesDir, "*", "created-paths"))
+// create on the machine (recorded in the logs): empty directories and empty
+// files only, so nothing that was written there since is lost.
+func removeCreatedPaths(logs []string) error {
 	seen := map[string]bool{}
 	for _, f := range logs {
 		b, err := os.ReadFile(f)

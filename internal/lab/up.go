@@ -134,6 +134,9 @@ func (l *Lab) nodeDaemon(i int) daemon {
 		passMountNS: true,
 		args: []string{"lab", "node",
 			"--private-mounts", "--host-mount-ns-fd=3",
+			// Shared by all labs: a mount point one lab created may be in use by
+			// another; the last lab down removes them.
+			"--created-log=" + filepath.Join(l.StateRoot, "created-paths"),
 			"--node-name=" + name,
 			"--node-ip=" + strings.Join(ips, ","),
 			"--kubeconfig=" + l.path("kubeconfigs", name+".kubeconfig"),

@@ -453,7 +453,7 @@ func (w *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, spec *c
 		return
 	}
 	hostname, _ := podHostname(pod, w.r.opts.ClusterDomain)
-	s := &shimSpec{Argv: argv, Env: env, Dir: spec.WorkingDir, Mounts: mounts, CreatedLog: filepath.Join(w.r.opts.StateDir, "created-paths")}
+	s := &shimSpec{Argv: argv, Env: env, Dir: spec.WorkingDir, Mounts: mounts, CreatedLog: w.r.opts.CreatedLog}
 	if !pod.Spec.HostNetwork {
 		s.Hostname = hostname
 	}

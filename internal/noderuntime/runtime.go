@@ -49,6 +49,9 @@ type Options struct {
 	Zone           string
 	CNIBinDirs     []string
 	CNIConfDir     string
+	// CreatedLog records the paths the node runtime and its pods had to create
+	// on the machine (mount points), for the lab to remove them again.
+	CreatedLog string
 	// PrivateMounts: the node runtime was started in a mount namespace of its
 	// own and binds NodePrivatePaths from its state directory (the lab).
 	PrivateMounts bool
@@ -82,6 +85,9 @@ func (o *Options) Defaults() {
 	}
 	if o.KubeletPort == 0 {
 		o.KubeletPort = 10250
+	}
+	if o.CreatedLog == "" {
+		o.CreatedLog = filepath.Join(o.StateDir, "created-paths")
 	}
 	if o.PodNetnsPrefix == "" {
 		o.PodNetnsPrefix = "amime-pod-"
@@ -220,7 +226,7 @@ func Run(ctx context.Context, opts Options) error {
 // The root namespace is never touched.
 func (r *Runtime) prepareHost() error {
 	if r.opts.PrivateMounts {
-		if err := privatizeNodePaths(r.opts.StateDir, filepath.Join(r.opts.StateDir, "created-paths")); err != nil {
+		if err := privatizeNodePaths(r.opts.StateDir, r.opts.CreatedLog); err != nil {
 			return err
 		}
 	}
