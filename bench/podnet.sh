@@ -69,6 +69,9 @@ ip netns add amime-bench-a; ip netns add amime-bench-b
 ip link add amime-bench-va netns amime-bench-a type veth peer name amime-bench-vb netns amime-bench-b
 ip -n amime-bench-a addr add 10.99.0.1/30 dev amime-bench-va; ip -n amime-bench-b addr add 10.99.0.2/30 dev amime-bench-vb
 for n in a b; do ip -n amime-bench-$n link set lo up; ip -n amime-bench-$n link set amime-bench-v$n up; done
+# GRO on every veth end, as the lab's node links have it (NICs do).
+ip netns exec amime-bench-a ethtool -K amime-bench-va gro on rx-udp-gro-forwarding on >/dev/null
+ip netns exec amime-bench-b ethtool -K amime-bench-vb gro on rx-udp-gro-forwarding on >/dev/null
 serve ip netns exec amime-bench-b
 measure veth 10.99.0.2 ip netns exec amime-bench-a
 kill -- "-${pids[-1]}" "-${pids[-2]}" 2>/dev/null || true
@@ -80,6 +83,8 @@ link() { # link NS1 IF1 ADDR1 NS2 IF2 ADDR2
   ip link add "$2" netns "amime-bench-$1" type veth peer name "$5" netns "amime-bench-$4"
   ip -n "amime-bench-$1" addr add "$3" dev "$2"; ip -n "amime-bench-$4" addr add "$6" dev "$5"
   ip -n "amime-bench-$1" link set "$2" up; ip -n "amime-bench-$4" link set "$5" up
+  ip netns exec "amime-bench-$1" ethtool -K "$2" gro on rx-udp-gro-forwarding on >/dev/null
+  ip netns exec "amime-bench-$4" ethtool -K "$5" gro on rx-udp-gro-forwarding on >/dev/null
 }
 link a ab 10.99.1.1/30 r1 ra 10.99.1.2/30
 link r1 rr1 10.99.2.1/30 r2 rr2 10.99.2.2/30

@@ -12,6 +12,7 @@ deps=(
   "nslookup:dnsutils"
   "nc:netcat-openbsd"
   "nsenter:util-linux"
+  "ethtool:ethtool"
   "conntrack:conntrack"
   "ping:iputils-ping"
   "/usr/lib/cni/bridge:containernetworking-plugins"

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -35,6 +36,12 @@ func setupUnderlay(c Config) error {
 		}
 		if err := ensureUplink(br, c.VethName(i), name, addrs); err != nil {
 			return fmt.Errorf("link %s to the lab bridge: %w", name, err)
+		}
+		// A node's underlay link stands for a NIC, and NICs aggregate received
+		// segments (GRO): veths do not by default, which would leave every
+		// encapsulated packet of the overlay to be handled one by one.
+		if out, err := exec.Command("nsenter", "--net="+netns.Path(name), "ethtool", "-K", "eth0", "gro", "on", "rx-udp-gro-forwarding", "on").CombinedOutput(); err != nil {
+			return fmt.Errorf("enable GRO on eth0 of %s: %v: %s", name, err, out)
 		}
 	}
 	return setupOutside(c)

@@ -18,6 +18,7 @@ var dependencies = []dependency{
 	{"umount", "mount"},
 	{"curl", "curl"},
 	{"nft", "nftables"},
+	{"ethtool", "ethtool"},
 	{"/usr/lib/cni/bridge", "containernetworking-plugins"},
 	{"/usr/lib/cni/host-local", "containernetworking-plugins"},
 	{"/usr/lib/cni/loopback", "containernetworking-plugins"},
