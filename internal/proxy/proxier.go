@@ -50,9 +50,14 @@ type Proxier struct {
 	// rendered caches each Service's computed ports and rules by the resource
 	// versions they came from, so that a sync recomputes only what changed.
 	rendered map[string]renderedService
+	// refused holds the Services whose rules the kernel refused, by the
+	// version it refused; they stay out of the table until they change.
+	refused map[string]string
 }
 
 type renderedService struct {
+	key     string
+	fresh   bool // computed in this sync, not taken from the cache
 	version string
 	zone    string
 	ports   []*ServicePort
@@ -70,7 +75,7 @@ func NewProxier(cfg Config, nft knftables.Interface, svcs corelisters.ServiceLis
 	return &Proxier{cfg: cfg, nft: nft, services: svcs, slices: slices, ct: ct, metrics: m, log: log,
 		kick: make(chan struct{}, 1), needFull: true,
 		chains: map[string][]string{}, elements: map[string]element{}, sets: map[string]string{}, udpEps: map[string]map[string]bool{},
-		rendered: map[string]renderedService{}}
+		rendered: map[string]renderedService{}, refused: map[string]string{}}
 }
 
 // SetZone sets the node's topology zone before the first sync.
@@ -185,7 +190,15 @@ func (p *Proxier) desiredState(cfg Config) ([]renderedService, []string, error) 
 		key := svc.Namespace + "/" + svc.Name
 		slices := byService[key]
 		version := resourceVersions(svc.ResourceVersion, slices)
+		if v, ok := p.refused[key]; ok {
+			if v == version && version != "" {
+				problems = append(problems, fmt.Sprintf("service %s: its rules were refused by the kernel; left out until it changes", key))
+				continue
+			}
+			delete(p.refused, key)
+		}
 		if r, ok := p.rendered[key]; ok && version != "" && r.version == version && r.zone == cfg.Zone {
+			r.fresh = false
 			next[key] = r
 			out = append(out, r)
 			continue
@@ -194,7 +207,7 @@ func (p *Proxier) desiredState(cfg Config) ([]renderedService, []string, error) 
 		for _, pr := range probs {
 			problems = append(problems, fmt.Sprintf("service %s: %s", key, pr))
 		}
-		r := renderedService{version: version, zone: cfg.Zone, ports: sps}
+		r := renderedService{key: key, fresh: true, version: version, zone: cfg.Zone, ports: sps}
 		for _, sp := range sps {
 			sel := Select(sp, cfg.NodeName, cfg.Zone)
 			r.sels = append(r.sels, sel)
@@ -418,6 +431,10 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	if err != nil {
 		p.needFull = true
 		p.metrics.syncError()
+		if bad := p.findRefused(ctx, cfg, rendered); len(bad) > 0 {
+			// Program everything else at once; the refused ones wait for a change.
+			go p.OnChange()
+		}
 		return fmt.Errorf("program table %s (%d operations): %w", Table, tx.NumOperations(), err)
 	}
 	p.needFull = false
@@ -425,6 +442,50 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.metrics.synced(full, time.Since(start), changedAt, ports)
 	p.cleanupConntrack(ports)
 	return nil
+}
+
+// findRefused checks, after a failed transaction, each Service computed in this
+// sync on its own (nft --check against the table as it is) and records those
+// the kernel refuses, so that one bad Service never keeps all the others from
+// being programmed. Callers hold p.mu.
+func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []renderedService) []string {
+	var bad []string
+	for _, r := range rendered {
+		if !r.fresh || r.version == "" {
+			continue
+		}
+		tx := p.nft.NewTransaction()
+		staticObjects(tx, cfg)
+		chains, elements, sets, _ := merge([]renderedService{r})
+		for name, spec := range sets {
+			typ, timeout, _ := strings.Cut(spec, "|")
+			tx.Add(&knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))})
+		}
+		names := make([]string, 0, len(chains))
+		for name := range chains {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			tx.Add(&knftables.Chain{Name: name})
+		}
+		for _, name := range names {
+			tx.Flush(&knftables.Chain{Name: name})
+			for _, rule := range chains[name] {
+				tx.Add(&knftables.Rule{Chain: name, Rule: rule})
+			}
+		}
+		for _, e := range elements {
+			tx.Add(elementObj(e))
+		}
+		if err := p.nft.Check(ctx, tx); err != nil {
+			p.refused[r.key] = r.version
+			delete(p.rendered, r.key)
+			p.log.Warn("service left out of the proxy: the kernel refuses its rules", "service", r.key, "err", err)
+			bad = append(bad, r.key)
+		}
+	}
+	return bad
 }
 
 func replaced(now map[string]element, old element) bool {

@@ -32,6 +32,9 @@ type recordingNFT struct {
 	*knftables.Fake
 	txs      []*knftables.Transaction
 	failNext error
+	// refuse makes Run and Check fail for every transaction that mentions it,
+	// as the kernel refuses rules it cannot take.
+	refuse string
 }
 
 func (r *recordingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
@@ -40,7 +43,17 @@ func (r *recordingNFT) Run(ctx context.Context, tx *knftables.Transaction) error
 		r.failNext = nil
 		return err
 	}
+	if r.refuse != "" && strings.Contains(tx.String(), r.refuse) {
+		return fmt.Errorf("refused: %s", r.refuse)
+	}
 	return r.Fake.Run(ctx, tx)
+}
+
+func (r *recordingNFT) Check(ctx context.Context, tx *knftables.Transaction) error {
+	if r.refuse != "" && strings.Contains(tx.String(), r.refuse) {
+		return fmt.Errorf("refused: %s", r.refuse)
+	}
+	return r.Fake.Check(ctx, tx)
 }
 
 func (r *recordingNFT) last() *knftables.Transaction { return r.txs[len(r.txs)-1] }
@@ -664,5 +677,40 @@ func TestSetZone(t *testing.T) {
 		if r := rules(); strings.Contains(r, "10.244.1.50") || !strings.Contains(r, "10.244.2.50") {
 			t.Errorf("versioned=%v, zone-b: %s", versioned, r)
 		}
+	}
+}
+
+// TestRefusedServiceLeftOut: a Service whose rules the kernel refuses is left
+// out, the others are programmed at the next sync, and the Service comes back
+// once it changes into something the kernel takes.
+func TestRefusedServiceLeftOut(t *testing.T) {
+	good := newService("ns", "good", []string{"10.96.0.10"}, withPorts(tcpPort("http", 80, intstr.FromInt32(8080))))
+	bad := newService("ns", "bad", []string{"10.96.66.66"}, withPorts(tcpPort("http", 80, intstr.FromInt32(8080))))
+	e := newEnv(t)
+	e.versioned = true
+	e.add(good)
+	e.add(bad)
+	e.add(newSlice("ns", "good-1", "good", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{slicePort("http", corev1.ProtocolTCP, 8080)}, ep("10.244.1.5")))
+	e.add(newSlice("ns", "bad-1", "bad", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{slicePort("http", corev1.ProtocolTCP, 8080)}, ep("10.244.1.6")))
+	e.nft.refuse = "10.96.66.66"
+	if err := e.p.Sync(context.Background()); err == nil {
+		t.Fatal("the sync with a refused Service should fail")
+	}
+	if err := e.p.Sync(context.Background()); err != nil {
+		t.Fatalf("the next sync should program the other Services: %v", err)
+	}
+	dump := e.nft.Dump()
+	if !strings.Contains(dump, "10.96.0.10 . tcp . 80") || strings.Contains(dump, "10.96.66.66") {
+		t.Fatalf("want the good Service programmed and the refused one left out:\n%s", dump)
+	}
+	// The Service changes into something the kernel takes: it comes back.
+	fixed := bad.DeepCopy()
+	fixed.Spec.ClusterIP, fixed.Spec.ClusterIPs = "10.96.0.20", []string{"10.96.0.20"}
+	e.update(fixed)
+	if err := e.p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if dump := e.nft.Dump(); !strings.Contains(dump, "10.96.0.20 . tcp . 80") {
+		t.Errorf("the changed Service is not programmed:\n%s", dump)
 	}
 }
