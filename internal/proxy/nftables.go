@@ -146,6 +146,22 @@ type programmed struct {
 	chains   map[string][]string // chain name → rules
 	elements []element           // map and set elements
 	sets     []string            // affinity sets
+	// Computed once per render (merge runs on every sync over all Services):
+	ids     []string // elements[i].id()
+	claims  []string // the set and key of elements[i]
+	portKey string   // the Service port's Key()
+}
+
+// index fills the strings merge needs, so that a sync that reuses a cached
+// render does no string building for it.
+func (p *programmed) index(portKey string) {
+	p.portKey = portKey
+	p.ids = make([]string, len(p.elements))
+	p.claims = make([]string, len(p.elements))
+	for i, e := range p.elements {
+		p.ids[i] = e.id()
+		p.claims[i] = e.set + "|" + strings.Join(e.key, " . ")
+	}
 }
 
 type element struct {
@@ -221,6 +237,7 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 			p.elements = append(p.elements, element{set: "hairpin-" + f, key: []string{e.IP.String(), e.IP.String()}})
 		}
 	}
+	p.index(key)
 	return p
 }
 

@@ -255,23 +255,26 @@ func merge(rs []renderedService) (chains map[string][]string, elements map[strin
 	for _, r := range rs {
 		for i, pr := range r.progs {
 			sp := r.ports[i]
+			if len(pr.ids) != len(pr.elements) {
+				pr.index(sp.Key())
+			}
 			for name, rules := range pr.chains {
 				chains[name] = rules
 			}
-			for _, e := range pr.elements {
+			for j, e := range pr.elements {
 				// One key, one value: when two Services claim an address and
 				// port (externalIPs are free-form), the port first by key keeps
 				// it, whatever the order of the caches; the kernel would refuse
 				// the whole transaction.
-				k := e.set + "|" + strings.Join(e.key, " . ")
-				if c, ok := claimed[k]; ok && c.id != e.id() {
-					if c.port < sp.Key() {
+				id, k := pr.ids[j], pr.claims[j]
+				if c, ok := claimed[k]; ok && c.id != id {
+					if c.port < pr.portKey {
 						continue
 					}
 					delete(elements, c.id)
 				}
-				claimed[k] = claim{e.id(), sp.Key()}
-				elements[e.id()] = e
+				claimed[k] = claim{id, pr.portKey}
+				elements[id] = e
 			}
 			for _, s := range pr.sets {
 				name, rest, _ := strings.Cut(s, "|")
