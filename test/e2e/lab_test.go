@@ -486,20 +486,7 @@ spec:
 	start := time.Now()
 	mustKubectl(t, "delete", "pod", "-n", ns, "stubborn", "--wait=false")
 	// While it terminates, the EndpointSlice shows it as terminating.
-	eventually(t, 4*time.Second, "terminating endpoint", func() error {
-		slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx(t), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=svc"})
-		if err != nil {
-			return err
-		}
-		for _, s := range slices.Items {
-			for _, e := range s.Endpoints {
-				if e.Conditions.Terminating != nil && *e.Conditions.Terminating {
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("no terminating endpoint")
-	})
+	waitTerminatingEndpoint(t, ns, "svc", 4*time.Second)
 	eventually(t, 20*time.Second, "pod gone", func() error {
 		_, err := cs.CoreV1().Pods(ns).Get(ctx(t), "stubborn", metav1.GetOptions{})
 		if err == nil {
@@ -588,4 +575,23 @@ spec:
 	if err := syscall.Kill(pid2, 0); err != nil {
 		t.Errorf("container process %d is gone: %v", pid2, err)
 	}
+}
+
+// waitTerminatingEndpoint waits until an endpoint of the Service is terminating.
+func waitTerminatingEndpoint(t *testing.T, ns, svc string, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "terminating endpoint of "+svc, func() error {
+		slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx(t), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc})
+		if err != nil {
+			return err
+		}
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Terminating != nil && *e.Conditions.Terminating {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no terminating endpoint")
+	})
 }

@@ -308,20 +308,7 @@ spec:
 	readyPodsByName(t, ns, "client")
 	waitEndpoints(t, ns, "web", 1)
 	mustKubectl(t, "delete", "pod", "-n", ns, "slowstop", "--wait=false")
-	eventually(t, 5*time.Second, "endpoint terminating", func() error {
-		slices, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx(t), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=web"})
-		if err != nil {
-			return err
-		}
-		for _, s := range slices.Items {
-			for _, e := range s.Endpoints {
-				if e.Conditions.Terminating != nil && *e.Conditions.Terminating {
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("not terminating yet")
-	})
+	waitTerminatingEndpoint(t, ns, "web", 5*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	out, err := amime(t, "lab", "exec", "-n", ns, "client", "--", "curl", "-s", "--max-time", "2", "http://"+svc.Spec.ClusterIP+"/hostname")
 	if err != nil || strings.TrimSpace(out) != "slowstop" {
