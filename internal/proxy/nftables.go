@@ -160,7 +160,7 @@ func (p *programmed) index(portKey string) {
 	p.claims = make([]string, len(p.elements))
 	for i, e := range p.elements {
 		p.ids[i] = e.id()
-		p.claims[i] = e.set + "|" + strings.Join(e.key, " . ")
+		p.claims[i] = e.claim()
 	}
 }
 
@@ -169,6 +169,9 @@ type element struct {
 	key   []string
 	value []string
 }
+
+// claim is the map or set and key an element occupies: one value per claim.
+func (e element) claim() string { return e.set + "|" + strings.Join(e.key, " . ") }
 
 func (e element) id() string {
 	return e.set + "|" + strings.Join(e.key, " . ") + "|" + strings.Join(e.value, " ")

@@ -39,6 +39,7 @@ type Proxier struct {
 	needFull  bool
 	chains    map[string][]string
 	elements  map[string]element
+	owner     map[string]string // element claim → id of the element programmed for it
 	sets      map[string]string
 	udpEps    map[string]map[string]bool // UDP Service port → endpoints, for conntrack cleanup
 	lastSync  time.Time
@@ -244,11 +245,13 @@ func Program(ports []*ServicePort, cfg Config) (chains map[string][]string, elem
 		sel := Select(sp, cfg.NodeName, cfg.Zone)
 		rs = append(rs, renderedService{ports: []*ServicePort{sp}, sels: []Selection{sel}, progs: []programmed{renderPort(sp, sel, cfg)}})
 	}
-	return merge(rs)
+	chains, elements, sets, local, _ = merge(rs)
+	return chains, elements, sets, local
 }
 
-// merge combines the rendered Services into the table's contents.
-func merge(rs []renderedService) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int) {
+// merge combines the rendered Services into the table's contents; owner maps
+// each element claim (map or set and key) to the id of the element kept for it.
+func merge(rs []renderedService) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int, owner map[string]string) {
 	chains, elements, sets, local = map[string][]string{}, map[string]element{}, map[string]string{}, map[string]int{}
 	type claim struct{ id, port string }
 	claimed := map[string]claim{} // set and key → element and its Service port
@@ -284,7 +287,11 @@ func merge(rs []renderedService) (chains map[string][]string, elements map[strin
 			local[key] = max(local[key], len(r.sels[i].Local))
 		}
 	}
-	return chains, elements, sets, local
+	owner = make(map[string]string, len(claimed))
+	for k, c := range claimed {
+		owner[k] = c.id
+	}
+	return chains, elements, sets, local, owner
 }
 
 // isMap tells maps from sets among the proxy's element containers.
@@ -310,7 +317,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	for _, pr := range problems {
 		p.log.Warn("service skipped in part", "problem", pr)
 	}
-	chains, elements, sets, local := merge(rendered)
+	chains, elements, sets, local, owner := merge(rendered)
 	var ports []*ServicePort
 	for _, r := range rendered {
 		ports = append(ports, r.ports...)
@@ -384,17 +391,15 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 		if _, ok := p.elements[id]; !ok {
 			// A changed verdict for the same key replaces the element.
-			for oid, old := range p.elements {
-				if old.set == e.set && strings.Join(old.key, ".") == strings.Join(e.key, ".") && oid != id {
-					tx.Delete(elementObj(old))
-				}
+			if oid, ok := p.owner[e.claim()]; ok && oid != id {
+				tx.Delete(elementObj(p.elements[oid]))
 			}
 			tx.Add(elementObj(e))
 		}
 	}
 	if !full {
 		for id, e := range p.elements {
-			if _, ok := elements[id]; !ok && !replaced(elements, e) {
+			if _, ok := elements[id]; !ok && owner[e.claim()] == "" {
 				tx.Delete(elementObj(e))
 			}
 		}
@@ -441,7 +446,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		return fmt.Errorf("program table %s (%d operations): %w", Table, tx.NumOperations(), err)
 	}
 	p.needFull = false
-	p.chains, p.elements, p.sets, p.ports, p.local = chains, elements, sets, ports, local
+	p.chains, p.elements, p.owner, p.sets, p.ports, p.local = chains, elements, owner, sets, ports, local
 	p.metrics.synced(full, time.Since(start), changedAt, ports)
 	p.cleanupConntrack(ports)
 	return nil
@@ -459,7 +464,7 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 		}
 		tx := p.nft.NewTransaction()
 		staticObjects(tx, cfg)
-		chains, elements, sets, _ := merge([]renderedService{r})
+		chains, elements, sets, _, _ := merge([]renderedService{r})
 		for name, spec := range sets {
 			typ, timeout, _ := strings.Cut(spec, "|")
 			tx.Add(&knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))})
@@ -489,15 +494,6 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 		}
 	}
 	return bad
-}
-
-func replaced(now map[string]element, old element) bool {
-	for _, e := range now {
-		if e.set == old.set && strings.Join(e.key, ".") == strings.Join(old.key, ".") {
-			return true
-		}
-	}
-	return false
 }
 
 func equalRules(a, b []string) bool {
