@@ -236,16 +236,7 @@ func TestAgentKilledKeepsConnections(t *testing.T) {
 		t.Errorf("%d connections opened; the established one should have carried every request", connects)
 	}
 	// The agents come back (restartPolicy Always) and the routes are unchanged.
-	eventually(t, 60*time.Second, "agents Ready again", func() error {
-		ds, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx(t), "amime-agent", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if ds.Status.NumberReady != 3 {
-			return fmt.Errorf("%d ready", ds.Status.NumberReady)
-		}
-		return nil
-	})
+	waitAgentsReady(t)
 	if after := nodeRoutes(t, src.Spec.NodeName); after != before {
 		t.Errorf("routes changed across the agent restart:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
@@ -334,6 +325,22 @@ func readyPodsTimeout(t *testing.T, ns, selector string, want int, timeout time.
 		}
 		if n != want {
 			return fmt.Errorf("%d of %d Ready", n, want)
+		}
+		return nil
+	})
+}
+
+// waitAgentsReady waits until the amime agent is Ready on all three nodes again
+// (after a test killed agents; the node runtime restarts them).
+func waitAgentsReady(t *testing.T) {
+	t.Helper()
+	eventually(t, 60*time.Second, "agents Ready again", func() error {
+		ds, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx(t), "amime-agent", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if ds.Status.NumberReady != 3 {
+			return fmt.Errorf("%d ready", ds.Status.NumberReady)
 		}
 		return nil
 	})

@@ -392,16 +392,7 @@ func TestAgentRestartUnderServiceLoad(t *testing.T) {
 	if got := <-done; !strings.HasSuffix(got, " 0") {
 		t.Errorf("requests during the agent restart: %q (ok fail); want no failure", got)
 	}
-	eventually(t, 60*time.Second, "agents Ready again", func() error {
-		ds, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx(t), "amime-agent", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if ds.Status.NumberReady != 3 {
-			return fmt.Errorf("%d ready", ds.Status.NumberReady)
-		}
-		return nil
-	})
+	waitAgentsReady(t)
 	if after := proxyDump(t, "e2e-node-2", svc.Spec.ClusterIP); after != before {
 		t.Errorf("the restarted agent programmed a different table:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
