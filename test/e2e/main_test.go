@@ -23,14 +23,36 @@ import (
 var (
 	amimeBin = flag.String("amime-bin", "../../bin/amime", "the amime binary under test")
 	keep     = flag.Bool("keep", false, "leave the lab up after the tests")
+	labFlag  = flag.String("lab", "e2e", "which of the suite's labs to use (e2e, e2e2, e2e3: same shape, own addresses), so that runs of parts of the suite can go side by side")
 )
 
-const labName = "e2e"
+// suiteLab is the shape of a lab the suite brings up: three nodes on ranges of
+// its own, so that it never overlaps a lab the user runs.
+type suiteLab struct {
+	podCIDR, podCIDRv6, underlay, underlayV6, etcdPort string
+	// underlayBase is the underlay's first three octets; node i is .10+i.
+	underlayBase string
+}
+
+var suiteLabs = map[string]suiteLab{
+	"e2e":  {"10.240.0.0/16", "fd00:10:240::/56", "172.30.9.0/24", "fd00:a:e9::/64", "12479", "172.30.9"},
+	"e2e2": {"10.241.0.0/16", "fd00:10:241::/56", "172.30.12.0/24", "fd00:a:ec::/64", "12879", "172.30.12"},
+	"e2e3": {"10.242.0.0/16", "fd00:10:242::/56", "172.30.13.0/24", "fd00:a:ed::/64", "12979", "172.30.13"},
+}
+
+// labName is the suite's lab; tests that name nodes use nodeName and nodeIP.
+var labName = "e2e"
 
 // labFlags keep the suite's lab apart from a lab the user may be running.
-var labFlags = []string{"--name", labName}
+var labFlags []string
 
-var upFlags = []string{"--nodes", "3", "--pod-cidr", "10.240.0.0/16", "--pod-cidr-v6", "fd00:10:240::/56", "--underlay", "172.30.9.0/24", "--underlay-v6", "fd00:a:e9::/64", "--etcd-port", "12479"}
+var upFlags []string
+
+// nodeName is the name of the lab's node i (1-based).
+func nodeName(i int) string { return fmt.Sprintf("%s-node-%d", labName, i) }
+
+// nodeIP is the underlay IPv4 address of the lab's node i (1-based).
+func nodeIP(i int) string { return fmt.Sprintf("%s.%d", suiteLabs[labName].underlayBase, 10+i) }
 
 var (
 	cs         *kubernetes.Clientset
@@ -39,6 +61,14 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	l, ok := suiteLabs[*labFlag]
+	if !ok {
+		fmt.Printf("e2e: unknown -lab %q (e2e, e2e2 or e2e3)\n", *labFlag)
+		os.Exit(2)
+	}
+	labName = *labFlag
+	labFlags = []string{"--name", labName}
+	upFlags = []string{"--nodes", "3", "--pod-cidr", l.podCIDR, "--pod-cidr-v6", l.podCIDRv6, "--underlay", l.underlay, "--underlay-v6", l.underlayV6, "--etcd-port", l.etcdPort}
 	if os.Geteuid() != 0 {
 		fmt.Println("e2e: skipped, the lab needs root")
 		os.Exit(0)
