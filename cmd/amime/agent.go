@@ -40,6 +40,7 @@ func newAgentCommand() *cobra.Command {
 				return err
 			}
 			cfg.Logger = newLogger(debug)
+			cfg.Version = version
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}
@@ -55,7 +56,7 @@ func newAgentCommand() *cobra.Command {
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "where the agent installs the CNI plugin")
 	f.StringVar(&cfg.IPAMDir, "ipam-dir", "/var/lib/amime/ipam", "IPAM state directory (written into the CNI configuration)")
 	f.StringVar(&cfg.ProcSysNet, "proc-sys-net", "/proc/sys/net", "the node's /proc/sys/net (mounted from the host)")
-	f.StringVar(&cfg.Listen, "listen", ":9962", "address of /healthz, /readyz and /metrics")
+	f.StringVar(&cfg.Listen, "listen", ":9962", "address of /healthz, /readyz, /metrics and /status")
 	f.BoolVar(&debug, "debug", false, "debug logging")
 	return c
 }

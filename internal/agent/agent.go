@@ -25,6 +25,7 @@ import (
 
 	"amime.dev/amime/internal/proxy"
 	"amime.dev/amime/internal/routing"
+	"amime.dev/amime/internal/status"
 )
 
 // Config of the agent. Defaults suit a real cluster; the lab passes the same
@@ -48,6 +49,7 @@ type Config struct {
 	ProcSysNet    string // where the node's /proc/sys/net is mounted
 	Listen        string // health and metrics
 	ResyncPeriod  time.Duration
+	Version       string // shown in /status
 	Logger        *slog.Logger
 }
 
@@ -183,7 +185,21 @@ func Run(ctx context.Context, cfg Config) error {
 			return proxier.Healthy()
 		}
 	}
+	sources := []func() status.Component{rc.status}
+	if proxier != nil {
+		sources = append(sources, proxier.Status)
+	}
 	srv := newServer(cfg.Listen, m, ready)
+	srv.status = func() status.Agent {
+		a := status.Agent{Node: cfg.NodeName, Version: cfg.Version, RoutingMode: string(cfg.Mode), Ready: true}
+		if err := ready(); err != nil {
+			a.Ready, a.NotReady = false, err.Error()
+		}
+		for _, src := range sources {
+			a.Components = append(a.Components, src())
+		}
+		return a
+	}
 	go func() {
 		if err := srv.run(ctx); err != nil {
 			log.Error("health and metrics server", "err", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"amime.dev/amime/internal/masq"
 	"amime.dev/amime/internal/routing"
+	"amime.dev/amime/internal/status"
 )
 
 // routingController keeps the node's routes, overlay, masquerade and CNI
@@ -34,6 +36,12 @@ type routingController struct {
 	synced      atomic.Bool
 	conditionOK bool
 	lastConf    string
+
+	mu          sync.Mutex // guards the fields below, read by /status
+	lastSync    time.Time
+	lastError   error
+	remoteNodes int
+	routes      int
 }
 
 func (c *routingController) enqueue() {
@@ -105,7 +113,25 @@ func (c *routingController) sync(ctx context.Context) error {
 	start := time.Now()
 	err := c.syncOnce(ctx)
 	c.metrics.observeSync(time.Since(start), err)
+	c.mu.Lock()
+	c.lastError = err
+	if err == nil {
+		c.lastSync = time.Now()
+	}
+	c.mu.Unlock()
 	return err
+}
+
+// status reports the controller's part of the agent's /status.
+func (c *routingController) status() status.Component {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := status.Component{Name: "routing", LastSync: c.lastSync,
+		Programmed: map[string]int{"remoteNodes": c.remoteNodes, "routes": c.routes}}
+	if c.lastError != nil {
+		s.LastError = c.lastError.Error()
+	}
+	return s
 }
 
 func (c *routingController) syncOnce(ctx context.Context) error {
@@ -148,6 +174,9 @@ func (c *routingController) syncOnce(ctx context.Context) error {
 	}
 	c.metrics.remoteNodes.Set(float64(len(others)))
 	c.metrics.routes.Set(float64(len(desired.Routes)))
+	c.mu.Lock()
+	c.remoteNodes, c.routes = len(others), len(desired.Routes)
+	c.mu.Unlock()
 
 	nonMasq := append([]netip.Prefix{}, c.cfg.NonMasquerade...)
 	for _, l := range links {

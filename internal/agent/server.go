@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"amime.dev/amime/internal/status"
 )
 
 type metrics struct {
@@ -52,9 +55,10 @@ func (m *metrics) observeSync(d time.Duration, err error) {
 }
 
 type server struct {
-	addr  string
-	m     *metrics
-	ready func() error
+	addr   string
+	m      *metrics
+	ready  func() error
+	status func() status.Agent // nil: no /status
 }
 
 func newServer(addr string, m *metrics, ready func() error) *server {
@@ -72,6 +76,16 @@ func (s *server) run(ctx context.Context) error {
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		if s.status == nil {
+			http.NotFound(w, nil)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(s.status())
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {

@@ -43,6 +43,7 @@ type Proxier struct {
 	sets      map[string]string
 	udpEps    map[string]map[string]bool // UDP Service port → endpoints, for conntrack cleanup
 	lastSync  time.Time
+	lastOK    time.Time // last sync that succeeded, for /status
 	lastError error
 	ports     []*ServicePort
 	local     map[string]int // health check node port → local endpoints
@@ -436,6 +437,9 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	defer p.mu.Unlock()
 	p.lastSync = time.Now()
 	p.lastError = err
+	if err == nil {
+		p.lastOK = p.lastSync
+	}
 	if err != nil {
 		p.needFull = true
 		p.metrics.syncError()
