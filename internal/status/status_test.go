@@ -157,4 +157,3 @@ func TestAgo(t *testing.T) {
 		}
 	}
 }
-
