@@ -81,6 +81,8 @@ func builtinWorkload(repo, tag string) (string, bool) {
 		return "hello", true
 	case "nginx", "nginxinc/nginx-unprivileged", "bitnami/nginx":
 		return "nginx", true
+	case "nginx/nginx-prometheus-exporter", "nginxinc/nginx-prometheus-exporter":
+		return "nginx-exporter", true
 	}
 	return "", false
 }

@@ -144,6 +144,7 @@ func TestContainerArgv(t *testing.T) {
 		{name: "hello latest with args", image: "docker.io/nginxdemos/hello:latest", args: []string{"--x"}, want: []string{podBin, "workload", "hello", "--x"}},
 		{name: "hello plain-text", image: "nginxdemos/hello:plain-text", want: []string{podBin, "workload", "hello-plain"}},
 		{name: "nginx-hello plain-text", image: "nginxdemos/nginx-hello:plain-text", want: []string{podBin, "workload", "hello-plain"}},
+		{name: "nginx exporter", image: "nginx/nginx-prometheus-exporter:1.4", args: []string{"--nginx.scrape-uri=http://127.0.0.1/"}, want: []string{podBin, "workload", "nginx-exporter", "--nginx.scrape-uri=http://127.0.0.1/"}},
 		{name: "hello custom command", image: "nginxdemos/hello:plain-text", command: []string{"nginx"},
 			wantErr: `image "nginxdemos/hello:plain-text" is mapped to amime's built-in hello-plain server, which cannot run the custom command "nginx"`},
 

@@ -6,7 +6,8 @@
 //     (registry.k8s.io/e2e-test-images/agnhost);
 //   - pause: registry.k8s.io/pause (agnhost's own pause is reached as "agnhost pause");
 //   - hello, hello-plain: nginxdemos/hello and nginxdemos/hello:plain-text;
-//   - nginx: the default site of the nginx image.
+//   - nginx: the default site of the nginx image;
+//   - nginx-exporter: nginx/nginx-prometheus-exporter's availability metrics.
 //
 // Main is the only entry point; it is meant to be the whole body of a process.
 package workload
@@ -64,6 +65,7 @@ func commands() map[string]runFunc {
 		"hello-plain":    runHelloPlain,
 		"netexec":        runNetexec,
 		"nginx":          runNginx,
+		"nginx-exporter": runNginxExporter,
 		"pause":          runPause,
 		"serve-hostname": runServeHostname,
 	}

@@ -163,7 +163,7 @@ func cancelledBy(sig syscall.Signal) context.Context {
 }
 
 func TestNames(t *testing.T) {
-	want := []string{"agnhost", "connect", "hello", "hello-plain", "netexec", "nginx", "pause", "serve-hostname"}
+	want := []string{"agnhost", "connect", "hello", "hello-plain", "netexec", "nginx", "nginx-exporter", "pause", "serve-hostname"}
 	if got := Names(); !slices.Equal(got, want) {
 		t.Fatalf("Names() = %q, want %q", got, want)
 	}
