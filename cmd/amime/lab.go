@@ -208,7 +208,7 @@ func newLabCommand() *cobra.Command {
 	}
 	cniCheck.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the pod")
 
-	cmd.AddCommand(up, down, status, kubeconfig, exec, logs, cniCheck, newNodeCommand())
+	cmd.AddCommand(up, down, status, kubeconfig, exec, logs, cniCheck, newTourCommand(existing), newNodeCommand())
 	return cmd
 }
 

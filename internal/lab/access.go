@@ -257,3 +257,7 @@ func (l *Lab) CNICheck(ctx context.Context, w io.Writer, namespace, pod string) 
 	_, err = w.Write(body)
 	return err
 }
+
+// Kubectl is the kubectl the lab uses: the one on PATH, else the one built with
+// the control plane.
+func (l *Lab) Kubectl() (string, error) { return l.kubectl() }
