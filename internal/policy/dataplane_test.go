@@ -1,0 +1,286 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/knftables"
+
+	"amime.dev/amime/internal/golden"
+)
+
+// failingFake fails Run while fail is set (the kernel refusing a transaction).
+type failingFake struct {
+	*knftables.Fake
+	fail bool
+}
+
+func (f *failingFake) Run(ctx context.Context, tx *knftables.Transaction) error {
+	if f.fail {
+		return errors.New("injected failure")
+	}
+	return f.Fake.Run(ctx, tx)
+}
+
+func goldenPolicies() []*networkingv1.NetworkPolicy {
+	return []*networkingv1.NetworkPolicy{
+		newPolicy("x", "deny", types(in, eg)),
+		newPolicy("x", "from-y", selecting("pod", "a"), ingressRule(ports(port(tcp, 80), portRangeOf(udp, 80, 81), port(sctp, 80)), nsPeer(labelsSel("ns", "y")))),
+		newPolicy("x", "from-outside", selecting("pod", "b"), ingressRule(nil, ipPeer("192.168.0.0/16", "192.168.5.0/24"), ipPeer("fd00:99::/64"))),
+		newPolicy("x", "egress", types(eg), egressRule(ports(namedPort(tcp, "serve-81-tcp")), nsPeer(labelsSel("ns", "z"))), egressRule(ports(port(udp, 53), port(tcp, 53)))),
+	}
+}
+
+func render(pols []*networkingv1.NetworkPolicy, logModes map[string]string) (*Snapshot, *Desired) {
+	s := NewSnapshot(modelPods(), modelNamespaces(), pols)
+	return s, Render(s, RenderConfig{NodeName: "node-1", LogGroup: DefaultLogGroup}, logModes)
+}
+
+func TestRenderGolden(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		log  map[string]string
+	}{{"table", nil}, {"table-log", map[string]string{"x": logAll}}} {
+		t.Run(c.name, func(t *testing.T) {
+			_, d := render(goldenPolicies(), c.log)
+			fake := knftables.NewFake(knftables.InetFamily, Table)
+			if _, _, err := NewDataplane(fake, DefaultLogGroup).Apply(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+			golden.Check(t, c.name, fake.Dump())
+		})
+	}
+}
+
+// TestPartialSyncsEqualFull: after a series of changes applied as partial
+// syncs, the table equals a full sync of the last state, and each partial
+// sync sends only what changed.
+func TestPartialSyncsEqualFull(t *testing.T) {
+	ctx := context.Background()
+	fake := knftables.NewFake(knftables.InetFamily, Table)
+	dp := NewDataplane(fake, DefaultLogGroup)
+	steps := [][]*networkingv1.NetworkPolicy{
+		nil,
+		goldenPolicies(),
+		goldenPolicies()[:2],
+		append(goldenPolicies()[1:], newPolicy("x", "c-only", selecting("pod", "c"), types(in))),
+		nil,
+	}
+	for i, pols := range steps {
+		_, d := render(pols, nil)
+		full, _, err := dp.Apply(ctx, d)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if full != (i == 0) {
+			t.Errorf("step %d: full %t", i, full)
+		}
+		ref := knftables.NewFake(knftables.InetFamily, Table)
+		if _, _, err := NewDataplane(ref, DefaultLogGroup).Apply(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := sortedDump(fake), sortedDump(ref); got != want {
+			t.Errorf("step %d: partial syncs left\n%s\nwant\n%s", i, got, want)
+		}
+	}
+	// An unchanged state sends nothing.
+	_, d := render(nil, nil)
+	if _, ops, err := dp.Apply(ctx, d); err != nil || ops != 0 {
+		t.Errorf("unchanged state: %d operations, %v", ops, err)
+	}
+}
+
+// TestFailureKeepsRulesAndNextSyncIsFull: a refused transaction leaves the
+// previous rules; the next sync is full and cleans up.
+func TestFailureKeepsRulesAndNextSyncIsFull(t *testing.T) {
+	ctx := context.Background()
+	f := &failingFake{Fake: knftables.NewFake(knftables.InetFamily, Table)}
+	dp := NewDataplane(f, DefaultLogGroup)
+	_, d1 := render(goldenPolicies(), nil)
+	if _, _, err := dp.Apply(ctx, d1); err != nil {
+		t.Fatal(err)
+	}
+	before := f.Dump()
+	f.fail = true
+	_, d2 := render(nil, nil)
+	if _, _, err := dp.Apply(ctx, d2); err == nil {
+		t.Fatal("no error")
+	}
+	if f.Dump() != before {
+		t.Errorf("a failed sync changed the table")
+	}
+	f.fail = false
+	full, _, err := dp.Apply(ctx, d2)
+	if err != nil || !full {
+		t.Fatalf("sync after failure: full %t, %v", full, err)
+	}
+	if strings.Contains(f.Dump(), "chain in-") {
+		t.Errorf("stale groups left after the full sync:\n%s", f.Dump())
+	}
+}
+
+// TestRestartReplacesInOneTransaction: a new process (new Dataplane) over a
+// table a previous one programmed replaces it in a single transaction that
+// never deletes the table or the maps.
+func TestRestartReplacesInOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	fake := knftables.NewFake(knftables.InetFamily, Table)
+	_, d1 := render(goldenPolicies(), nil)
+	if _, _, err := NewDataplane(fake, DefaultLogGroup).Apply(ctx, d1); err != nil {
+		t.Fatal(err)
+	}
+	_, d2 := render(goldenPolicies()[:2], nil)
+	full, _, err := NewDataplane(fake, DefaultLogGroup).Apply(ctx, d2)
+	if err != nil || !full {
+		t.Fatalf("full %t: %v", full, err)
+	}
+	tx := fake.LastTransaction.String()
+	if strings.Contains(tx, "delete table") || strings.Contains(tx, "delete map") {
+		t.Errorf("restart transaction deletes the table or a map:\n%s", tx)
+	}
+	ref := knftables.NewFake(knftables.InetFamily, Table)
+	_, _, _ = NewDataplane(ref, DefaultLogGroup).Apply(ctx, d2)
+	if sortedDump(fake) != sortedDump(ref) {
+		t.Errorf("after restart:\n%s\nwant\n%s", fake.Dump(), ref.Dump())
+	}
+}
+
+// TestPacketsThroughTheFake traces packets through the programmed fake table
+// (vmaps, group chains, set elements as nft text) and compares with Verdict,
+// for every truth-table case, for the pods of node-1.
+func TestPacketsThroughTheFake(t *testing.T) {
+	for _, tc := range truthCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			s, d := render(tc.policies, nil)
+			fake := knftables.NewFake(knftables.InetFamily, Table)
+			if _, _, err := NewDataplane(fake, DefaultLogGroup).Apply(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+			for _, pr := range tc.probes {
+				for _, from := range endpoints() {
+					for _, to := range endpoints() {
+						if from == to || (from == "ext" && to == "ext") {
+							continue
+						}
+						pkt := Packet{Src: addrOf(from), Dst: addrOf(to), Protocol: pr.proto, Port: pr.port}
+						want := s.Verdict(pkt)
+						// node-1 judges only its own pods' directions.
+						local := true
+						if src := s.PodByIP(pkt.Src); src != nil && src.Node == "node-1" {
+							local = local && want.Egress.Allowed
+						}
+						if dst := s.PodByIP(pkt.Dst); dst != nil && dst.Node == "node-1" {
+							local = local && want.Ingress.Allowed
+						}
+						if got := trace(t, fake, pkt); got != local {
+							t.Errorf("%s/%d %s -> %s: fake table %t, verdict %t", pr.proto, pr.port, from, to, got, local)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// trace runs an original-direction packet through the forward chain's vmaps.
+func trace(t *testing.T, fake *knftables.Fake, pkt Packet) bool {
+	t.Helper()
+	tbl := fake.Table
+	for _, step := range []struct {
+		m    string
+		key  netip.Addr
+		peer netip.Addr
+	}{{"egress", pkt.Src, pkt.Dst}, {"ingress", pkt.Dst, pkt.Src}} {
+		f := "v4"
+		if step.key.Is6() {
+			f = "v6"
+		}
+		e := tbl.Maps[step.m+"-"+f].FindElement(step.key.String())
+		if e == nil {
+			continue
+		}
+		chain, ok := strings.CutPrefix(e.Value[0], "jump ")
+		if !ok {
+			t.Fatalf("verdict %q", e.Value[0])
+		}
+		if !traceChain(t, tbl, chain, step.peer, pkt) {
+			return false
+		}
+	}
+	return true
+}
+
+func traceChain(t *testing.T, tbl *knftables.FakeTable, chain string, peer netip.Addr, pkt Packet) bool {
+	for _, r := range tbl.Chains[chain].Rules {
+		f := strings.Fields(r.Rule)
+		switch {
+		case len(f) == 1 && f[0] == "drop":
+			return false
+		case len(f) == 4 && strings.HasPrefix(f[2], "@"): // ip saddr @set return
+			if (f[0] == "ip") == peer.Is4() && setHas(t, tbl, f[2][1:], peer.String()) {
+				return true
+			}
+		case len(f) == 10 && strings.HasPrefix(f[8], "@"): // ip saddr . meta l4proto . th dport @set return
+			if (f[0] == "ip") == peer.Is4() && setHas(t, tbl, f[8][1:], peer.String(), strings.ToLower(string(pkt.Protocol)), fmt.Sprint(pkt.Port)) {
+				return true
+			}
+		default:
+			t.Fatalf("rule the tracer does not know: %q", r.Rule)
+		}
+	}
+	t.Fatalf("chain %s has no final verdict", chain)
+	return false
+}
+
+// setHas matches a key against the set's interval elements.
+func setHas(t *testing.T, tbl *knftables.FakeTable, set string, key ...string) bool {
+	for _, e := range tbl.Sets[set].Elements {
+		ok := true
+		for i, part := range e.Key {
+			ok = ok && partHas(t, part, key[i])
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func partHas(t *testing.T, part, v string) bool {
+	if a, err := netip.ParseAddr(v); err == nil {
+		if p, err := netip.ParsePrefix(part); err == nil {
+			return p.Contains(a)
+		}
+		lo, hi, found := strings.Cut(part, "-")
+		if !found {
+			hi = lo
+		}
+		return !a.Less(netip.MustParseAddr(lo)) && !netip.MustParseAddr(hi).Less(a)
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		lo, hi, found := strings.Cut(part, "-")
+		if !found {
+			hi = lo
+		}
+		l, _ := strconv.Atoi(lo)
+		h, _ := strconv.Atoi(hi)
+		return n >= l && n <= h
+	}
+	return part == v
+}
+
+
+// sortedDump is the fake's dump with its lines sorted (the fake keeps
+// elements in the order they were added).
+func sortedDump(f *knftables.Fake) string {
+	lines := strings.Split(f.Dump(), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
