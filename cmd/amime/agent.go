@@ -51,6 +51,8 @@ func newAgentCommand() *cobra.Command {
 	f.StringSliceVar(&clusterCIDRs, "cluster-cidr", nil, "the cluster's pod ranges, comma-separated (masquerade sources)")
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", nil, "the cluster's Service ranges, comma-separated (routed onto the node's underlay link)")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the Service proxy (in place of kube-proxy)")
+	f.BoolVar(&cfg.NetworkPolicy, "network-policy", true, "enforce NetworkPolicies for the node's pods")
+	f.Uint16Var(&cfg.PolicyLogGroup, "policy-log-group", 9962, "NFLOG group of the NetworkPolicy verdict log")
 	f.StringSliceVar(&nonMasq, "non-masquerade-cidr", nil, "extra destinations pods reach without masquerade (pod ranges and node networks are always included)")
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the agent writes the CNI configuration")
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "where the agent installs the CNI plugin")

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/knftables"
 
+	"amime.dev/amime/internal/policy"
 	"amime.dev/amime/internal/proxy"
 	"amime.dev/amime/internal/routing"
 	"amime.dev/amime/internal/status"
@@ -40,6 +41,10 @@ type Config struct {
 	ServiceCIDRs []netip.Prefix
 	// Proxy runs the Service proxy in place of kube-proxy.
 	Proxy bool
+	// NetworkPolicy enforces NetworkPolicies for the node's pods.
+	NetworkPolicy bool
+	// PolicyLogGroup is the NFLOG group of the policy verdict log.
+	PolicyLogGroup uint16
 	// NonMasquerade are extra destinations reached without masquerade; the pod
 	// ranges and the node's connected networks are always included.
 	NonMasquerade []netip.Prefix
@@ -72,6 +77,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Listen == "" {
 		c.Listen = ":9962"
+	}
+	if c.PolicyLogGroup == 0 {
+		c.PolicyLogGroup = policy.DefaultLogGroup
 	}
 	if c.ResyncPeriod == 0 {
 		c.ResyncPeriod = 60 * time.Second
@@ -157,6 +165,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	var pol *policy.Controller
+	if cfg.NetworkPolicy {
+		if pol, err = startPolicyInformers(cfg, factory, m, log); err != nil {
+			return err
+		}
+	}
 	rc := &routingController{cfg: cfg, log: log, client: client, nodes: nodes.Lister(), dp: routing.Netlink{}, metrics: m, kick: make(chan struct{}, 1)}
 	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { rc.enqueue() },
@@ -189,7 +203,27 @@ func Run(ctx context.Context, cfg Config) error {
 	if proxier != nil {
 		sources = append(sources, proxier.Status)
 	}
+	if pol != nil {
+		sources = append(sources, pol.Component)
+		go pol.Run(ctx, 100*time.Millisecond, cfg.ResyncPeriod)
+		prev := ready
+		ready = func() error {
+			if err := prev(); err != nil {
+				return err
+			}
+			return pol.Healthy()
+		}
+	}
 	srv := newServer(cfg.Listen, m, ready)
+	if pol != nil {
+		ring := policy.NewLogRing(1000)
+		srv.extra["GET /policy/log"] = ring
+		go func() {
+			if err := policy.RunLog(ctx, pol, cfg.NodeName, cfg.PolicyLogGroup, ring, log.With("controller", "policy-log")); err != nil {
+				log.Warn("policy verdict log unavailable", "err", err)
+			}
+		}()
+	}
 	srv.status = func() status.Agent {
 		a := status.Agent{Node: cfg.NodeName, Version: cfg.Version, RoutingMode: string(cfg.Mode), Ready: true}
 		if err := ready(); err != nil {

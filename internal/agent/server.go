@@ -59,10 +59,11 @@ type server struct {
 	m      *metrics
 	ready  func() error
 	status func() status.Agent // nil: no /status
+	extra  map[string]http.Handler // controllers' own endpoints, by pattern
 }
 
 func newServer(addr string, m *metrics, ready func() error) *server {
-	return &server{addr: addr, m: m, ready: ready}
+	return &server{addr: addr, m: m, ready: ready, extra: map[string]http.Handler{}}
 }
 
 func (s *server) run(ctx context.Context) error {
@@ -76,6 +77,9 @@ func (s *server) run(ctx context.Context) error {
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+	for pattern, h := range s.extra {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		if s.status == nil {
 			http.NotFound(w, nil)

@@ -276,7 +276,6 @@ func partHas(t *testing.T, part, v string) bool {
 	return part == v
 }
 
-
 // sortedDump is the fake's dump with its lines sorted (the fake keeps
 // elements in the order they were added).
 func sortedDump(f *knftables.Fake) string {

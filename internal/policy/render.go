@@ -221,7 +221,9 @@ func staticRules(logGroup uint16) [][2]string {
 }
 
 // groupChain tells group chains and sets from the static ones.
-func isGroup(name string) bool { return strings.HasPrefix(name, "in-") || strings.HasPrefix(name, "eg-") }
+func isGroup(name string) bool {
+	return strings.HasPrefix(name, "in-") || strings.HasPrefix(name, "eg-")
+}
 
 // sortedKeys returns the keys of m in order.
 func sortedKeys[V any](m map[string]V) []string {

@@ -1,0 +1,466 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The upstream netpol e2e model: namespaces x, y, z (here pol-x, pol-y, pol-z,
+// labelled ns=x…), pods a, b, c in each (labelled pod=a…; a on node 1, b on
+// node 2, c on node 3), each serving TCP and UDP on ports 80 and 81 (agnhost
+// serve-hostname, one container per port and protocol, container ports named
+// serve-<port>-<proto>), and the lab's external namespace as a tenth source
+// ("ext", reaching the pods through node 1).
+
+var (
+	polNamespaces = []string{"x", "y", "z"}
+	polPods       = []string{"a", "b", "c"}
+)
+
+type polModel struct {
+	ip     map[string]string // "x/a" → pod IP
+	extNet string            // the external namespace
+	extIP  string
+}
+
+var (
+	polOnce  sync.Once
+	polShape *polModel
+)
+
+func polNS(n string) string { return "pol-" + n }
+
+// policyModel creates the 9 pods once for all policy tests.
+func policyModel(t *testing.T) *polModel {
+	t.Helper()
+	polOnce.Do(func() {
+		for _, n := range polNamespaces {
+			apply(t, fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {ns: \"%s\"}}\n", polNS(n), n))
+			for i, p := range polPods {
+				var ctrs strings.Builder
+				for _, port := range []int{80, 81} {
+					for _, proto := range []string{"tcp", "udp"} {
+						fmt.Fprintf(&ctrs, `
+  - name: c%d-%s
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    args: [serve-hostname, --%s, --http=false, --port=%d]
+    ports: [{name: serve-%d-%s, containerPort: %d, protocol: %s}]`, port, proto, proto, port, port, proto, port, strings.ToUpper(proto))
+					}
+				}
+				apply(t, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s, labels: {pod: %s}}
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 1
+  containers:%s
+`, p, polNS(n), p, nodeName(i+1), ctrs.String()))
+			}
+		}
+		m := &polModel{ip: map[string]string{}, extNet: "amime-" + labName + "-external", extIP: suiteLabs[labName].underlayBase + ".200"}
+		for _, n := range polNamespaces {
+			readyPods(t, polNS(n), "pod", 3)
+			list, err := cs.CoreV1().Pods(polNS(n)).List(ctx(t), metav1.ListOptions{LabelSelector: "pod"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range list.Items {
+				m.ip[n+"/"+p.Name] = p.Status.PodIP
+			}
+		}
+		// The external namespace reaches the pod range through node 1.
+		if _, err := run(ctx(t), "ip", "-n", m.extNet, "route", "replace", suiteLabs[labName].podCIDR, "via", nodeIP(1)); err != nil {
+			t.Fatal(err)
+		}
+		polShape = m
+	})
+	if polShape == nil {
+		t.Fatal("the policy model did not come up")
+	}
+	return polShape
+}
+
+func polTargets() []string {
+	var out []string
+	for _, n := range polNamespaces {
+		for _, p := range polPods {
+			out = append(out, n+"/"+p)
+		}
+	}
+	return out
+}
+
+// probeMatrix connects from every pod (and ext) to every pod on proto/port,
+// each source running its 9 probes in parallel with a 1 s timeout, and returns
+// the pairs that connected. A pod's traffic to itself is not probed.
+func (m *polModel) probeMatrix(t *testing.T, proto string, port int) map[string]bool {
+	t.Helper()
+	podBin := filepath.Join(filepath.Dir(*amimeBin), "amime-pod")
+	sources := append(polTargets(), "ext")
+	var mu sync.Mutex
+	got := map[string]bool{}
+	var wg sync.WaitGroup
+	for _, src := range sources {
+		var script strings.Builder
+		for _, dst := range polTargets() {
+			if dst == src {
+				continue
+			}
+			fmt.Fprintf(&script, "(if %s workload agnhost connect --timeout=1s --protocol=%s %s:%d >/dev/null 2>&1; then echo %s ok; else echo %s no; fi) & ",
+				podBin, proto, m.ip[dst], port, dst, dst)
+		}
+		script.WriteString("wait")
+		args := []string{"lab", "exec"}
+		if src == "ext" {
+			args = append(args, "--external")
+		} else {
+			n, p, _ := strings.Cut(src, "/")
+			args = append(args, "-n", polNS(n), p)
+		}
+		args = append(args, "--", "sh", "-c", script.String())
+		wg.Add(1)
+		go func(src string, args []string) {
+			defer wg.Done()
+			out, err := amime(t, args...)
+			if err != nil {
+				t.Errorf("probes from %s: %v", src, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				if f := strings.Fields(l); len(f) == 2 && f[1] == "ok" {
+					got[src+">"+f[0]] = true
+				}
+			}
+		}(src, args)
+	}
+	wg.Wait()
+	return got
+}
+
+// polWant says whether from may connect to to.
+type polWant func(from, to string) bool
+
+func polNSOf(p string) string { n, _, _ := strings.Cut(p, "/"); return n }
+
+func anyOf(list ...string) func(string) bool {
+	return func(p string) bool {
+		for _, x := range list {
+			if p == x || x == polNSOf(p)+"/*" {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func nobody(string) bool { return false }
+
+func isIn(p string, list []string) bool { return anyOf(list...)(p) }
+
+// ingressOnly: traffic into to... only from sources allowed by from.
+func ingressOnly(to []string, from func(string) bool) polWant {
+	return func(f, t string) bool { return !isIn(t, to) || from(f) }
+}
+
+// egressOnly: traffic out of from... only to destinations allowed by to.
+func egressOnly(from []string, to func(string) bool) polWant {
+	return func(f, t string) bool { return !isIn(f, from) || to(t) }
+}
+
+func both(a, b polWant) polWant { return func(f, t string) bool { return a(f, t) && b(f, t) } }
+
+func everything(string, string) bool { return true }
+
+// expectMatrix probes until the observed matrix equals the expected one (the
+// agents program within about a second) and fails with the difference.
+func (m *polModel) expectMatrix(t *testing.T, proto string, port int, want polWant) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := m.probeMatrix(t, proto, port)
+		var wrong []string
+		for _, src := range append(polTargets(), "ext") {
+			for _, dst := range polTargets() {
+				if src == dst {
+					continue
+				}
+				if w := want(src, dst); got[src+">"+dst] != w {
+					wrong = append(wrong, fmt.Sprintf("%s -> %s: connected %t, want %t", src, dst, got[src+">"+dst], w))
+				}
+			}
+		}
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			sort.Strings(wrong)
+			t.Fatalf("%s/%d reachability differs:\n%s", proto, port, strings.Join(wrong, "\n"))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// policies applies the manifests (X, Y, Z stand for the namespaces) and
+// removes every policy of the model's namespaces when the test ends.
+func (m *polModel) policies(t *testing.T, manifest string) {
+	t.Helper()
+	r := strings.NewReplacer("{X}", polNS("x"), "{Y}", polNS("y"), "{Z}", polNS("z"), "{EXT}", m.extIP, "{UNDERLAY}", suiteLabs[labName].underlay)
+	apply(t, r.Replace(manifest))
+	t.Cleanup(func() { clearPolicies(t) })
+}
+
+func clearPolicies(t *testing.T) {
+	for _, n := range polNamespaces {
+		_, _ = kubectl(t, "delete", "networkpolicy", "--all", "-n", polNS(n), "--wait=true")
+	}
+	time.Sleep(time.Second)
+}
+
+const denyIngressX = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-ingress, namespace: "{X}"}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+`
+
+type polProbe struct {
+	proto string
+	port  int
+	want  polWant
+}
+
+// TestPolicyTruthTables: the upstream-style cases, each a full 10×9
+// reachability matrix per probe.
+func TestPolicyTruthTables(t *testing.T) {
+	m := policyModel(t)
+	xa := []string{"x/a"}
+	xall := []string{"x/*"}
+	pods := func(p string) bool { return p != "ext" }
+	cases := []struct {
+		name, manifest string
+		probes         []polProbe
+	}{
+		{"no policy", "", []polProbe{{"tcp", 80, everything}, {"udp", 81, everything}}},
+		{"default deny ingress", denyIngressX, []polProbe{{"tcp", 80, ingressOnly(xall, nobody)}, {"udp", 80, ingressOnly(xall, nobody)}}},
+		{"default deny ingress with defaulted policyTypes", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: "{X}"}
+spec: {podSelector: {}}
+`, []polProbe{{"tcp", 81, ingressOnly(xall, nobody)}}},
+		{"allow all ingress", denyIngressX + `---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-all, namespace: "{X}"}
+spec: {podSelector: {}, ingress: [{}]}
+`, []polProbe{{"tcp", 80, everything}}},
+		{"default deny egress", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: "{X}"}
+spec: {podSelector: {}, policyTypes: [Egress]}
+`, []polProbe{{"tcp", 80, egressOnly(xall, nobody)}, {"udp", 81, egressOnly(xall, nobody)}}},
+		{"egress rules without policyTypes isolate egress", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-to-y, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  egress: [{to: [{namespaceSelector: {matchLabels: {ns: "y"}}}]}]
+`, []polProbe{{"tcp", 80, both(ingressOnly(xa, nobody), egressOnly(xa, anyOf("y/*")))}}},
+		{"allow from pod selector", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-b, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, anyOf("x/b"))}}},
+		{"allow from namespace selector", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, anyOf("y/*"))}}},
+		{"namespace AND pod selector", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y-b, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}, podSelector: {matchLabels: {pod: b}}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, anyOf("y/b"))}}},
+		{"namespace OR pod selector", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y-or-b, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}}, {podSelector: {matchLabels: {pod: b}}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, anyOf("y/*", "x/b"))}}},
+		{"empty namespace selector: all pods", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-pods, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, pods)}}},
+		{"matchExpressions NotIn", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: not-y, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: ns, operator: NotIn, values: ["y"]}]}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, anyOf("x/*", "z/*"))}}},
+		{"matchExpressions In, Exists, DoesNotExist", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bc-anywhere, namespace: "{X}"}
+spec:
+  podSelector: {matchExpressions: [{key: pod, operator: In, values: [a]}]}
+  ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: ns, operator: Exists}]}, podSelector: {matchExpressions: [{key: pod, operator: In, values: [b, c]}]}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: nobody-missing, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: ns, operator: DoesNotExist}]}}]}]
+`, []polProbe{{"tcp", 80, both(ingressOnly(xa, anyOf("x/b", "x/c", "y/b", "y/c", "z/b", "z/c")), ingressOnly([]string{"x/b"}, nobody))}}},
+		{"numeric port", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: port-81, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{ports: [{port: 81, protocol: TCP}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, nobody)}, {"tcp", 81, everything}, {"udp", 81, ingressOnly(xa, nobody)}}},
+		{"named port", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: named, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}}], ports: [{port: serve-81-udp, protocol: UDP}]}]
+`, []polProbe{{"udp", 81, ingressOnly(xa, anyOf("y/*"))}, {"udp", 80, ingressOnly(xa, nobody)}, {"tcp", 81, ingressOnly(xa, nobody)}}},
+		{"named port no pod has", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: named-missing, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{ports: [{port: no-such-port}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, nobody)}}},
+		{"endPort", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: range, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{ports: [{port: 81, endPort: 90, protocol: TCP}]}]
+`, []polProbe{{"tcp", 81, everything}, {"tcp", 80, ingressOnly(xa, nobody)}}},
+		{"UDP only", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: udp, namespace: "{X}"}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{protocol: UDP}]}]
+`, []polProbe{{"udp", 80, everything}, {"tcp", 80, ingressOnly(xall, nobody)}}},
+		{"union of policies", denyIngressX + `---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: y-80, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}}], ports: [{port: 80}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: z-81, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "z"}}}], ports: [{port: 81}]}]
+`, []polProbe{{"tcp", 80, both(ingressOnly(xa, anyOf("y/*")), ingressOnly([]string{"x/b", "x/c"}, nobody))}, {"tcp", 81, both(ingressOnly(xa, anyOf("z/*")), ingressOnly([]string{"x/b", "x/c"}, nobody))}}},
+		{"ipBlock with except (from outside)", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: cidr, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{ipBlock: {cidr: "{UNDERLAY}", except: ["{EXT}/32"]}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, nobody)}}},
+		{"ipBlock admits the external address", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ext, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{ipBlock: {cidr: "{EXT}/32"}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, anyOf("ext"))}}},
+		{"egress to a namespace and DNS", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{namespaceSelector: {matchLabels: {ns: "y"}}}]
+  - ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
+`, []polProbe{{"tcp", 80, egressOnly(xa, anyOf("y/*"))}}},
+		{"egress named port resolved on the destination", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-named, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress: [{ports: [{port: serve-81-tcp}]}]
+`, []polProbe{{"tcp", 81, everything}, {"tcp", 80, egressOnly(xa, nobody)}}},
+		{"ingress and egress across namespaces", denyIngressX + `---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y, namespace: "{X}"}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: to-x, namespace: "{Y}"}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{to: [{namespaceSelector: {matchLabels: {ns: "x"}}}]}]
+`, []polProbe{{"tcp", 80, both(ingressOnly(xall, anyOf("y/*")), egressOnly([]string{"y/*"}, anyOf("x/*")))}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.manifest != "" {
+				m.policies(t, c.manifest)
+			}
+			for _, p := range c.probes {
+				m.expectMatrix(t, p.proto, p.port, p.want)
+			}
+		})
+	}
+}
