@@ -58,7 +58,7 @@ type server struct {
 	addr   string
 	m      *metrics
 	ready  func() error
-	status func() status.Agent // nil: no /status
+	status func() status.Agent     // nil: no /status
 	extra  map[string]http.Handler // controllers' own endpoints, by pattern
 }
 
