@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string) int {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newAgentCommand(), newCNICommand(), newLabCommand(), newWorkloadCommand(), newShimCommand(), newStatusCommand())
+	root.AddCommand(newAgentCommand(), newCNICommand(), newLabCommand(), newWorkloadCommand(), newShimCommand(), newStatusCommand(), newDNSCommand(), newPolicyCommand())
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	var ee exitError

@@ -170,6 +170,8 @@ func ParseConfig(base Config, data map[string]string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", k, err))
 		}
 	}
+	// Names are compared in lower case, as FQDNs.
+	c.Zone = mdns.CanonicalName(c.Zone)
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err)
 	}

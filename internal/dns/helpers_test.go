@@ -33,7 +33,9 @@ func (f *fakeSource) Services() ([]*corev1.Service, error) {
 	return out, nil
 }
 
-func (f *fakeSource) Service(ns, name string) (*corev1.Service, error) { return f.svcs[ns+"/"+name], nil }
+func (f *fakeSource) Service(ns, name string) (*corev1.Service, error) {
+	return f.svcs[ns+"/"+name], nil
+}
 
 func (f *fakeSource) EndpointSlices(ns, svc string) ([]*discoveryv1.EndpointSlice, error) {
 	return append([]*discoveryv1.EndpointSlice(nil), f.slices[ns+"/"+svc]...), nil

@@ -186,4 +186,3 @@ func stripPod(o any) (any, error) {
 		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIPs: p.Status.PodIPs},
 	}, nil
 }
-

@@ -1,8 +1,8 @@
 package dns
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics of the DNS server, on /metrics. Label values are bounded: query types

@@ -25,6 +25,9 @@ func (l *Lab) applyAddons(ctx context.Context, cs *kubernetes.Clientset) error {
 	if err := l.writeAgentConfig(ctx, cs); err != nil {
 		return err
 	}
+	if err := l.ensureDNSService(ctx, cs); err != nil {
+		return err
+	}
 	files, err := addonFiles(l.DeployDir)
 	if err != nil {
 		return err
@@ -36,7 +39,16 @@ func (l *Lab) applyAddons(ctx context.Context, cs *kubernetes.Clientset) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range files {
+	for i, f := range files {
+		if i > 0 {
+			// The first manifest is the agent, which makes the nodes Ready. The
+			// others wait for it: a Deployment scheduled while one node is Ready
+			// would put all its replicas there (kube-dns's anti-affinity is only
+			// preferred, and the scheduler does not move pods later).
+			if err := waitFor(ctx, 180*time.Second, daemon{}, func() error { return l.nodesReady(ctx, cs) }); err != nil {
+				return fmt.Errorf("nodes Ready before %s: %w", filepath.Base(f), err)
+			}
+		}
 		cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", l.KubeconfigPath(), "apply", "--server-side", "--force-conflicts", "-f", f)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("kubectl apply -f %s: %v: %s", f, err, strings.TrimSpace(string(out)))
@@ -82,6 +94,7 @@ func (l *Lab) writeAgentConfig(ctx context.Context, cs *kubernetes.Clientset) er
 			"apiserver-host":      l.APIServerAddr().String(),
 			"apiserver-port":      strconv.Itoa(l.APIServerPort),
 			"non-masquerade-cidr": "",
+			"cluster-domain":      l.ClusterDomain,
 		},
 	}
 	_, err := cs.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{})
