@@ -1,4 +1,4 @@
-# amime — see README.md. `make lab` brings up the lab and runs the demo;
+# amime — see README.md. `make lab` brings up the lab and runs the guided tour;
 # `make test` runs every test (unit and end-to-end; end-to-end needs root).
 
 GO        ?= go
@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build amime controlplane lab demo down test unit e2e vet bench clean
+.PHONY: all deps build amime controlplane lab tour down test unit e2e vet bench clean
 
 all: build
 
@@ -29,12 +29,13 @@ controlplane:
 	@printf '#!/bin/sh\nexec "$$(dirname "$$0")/amime-controlplane" kubectl "$$@"\n' > $(BIN)/kubectl && chmod +x $(BIN)/kubectl
 	@command -v kubectl >/dev/null 2>&1 || { echo "deps: no kubectl on PATH; linking /usr/local/bin/kubectl to bin/kubectl"; ln -sf $(BIN)/kubectl /usr/local/bin/kubectl; }
 
+# `make lab`: everything from a fresh machine to the guided tour.
 lab: deps build
 	@$(BIN)/amime lab up
-	@scripts/demo.sh
+	@$(BIN)/amime lab tour
 
-demo:
-	@scripts/demo.sh
+tour:
+	@$(BIN)/amime lab tour
 
 down:
 	@$(BIN)/amime lab down

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -309,5 +310,26 @@ func TestInterfaceNamesFitIFNAMSIZ(t *testing.T) {
 	c.Name = "abcdefgh"
 	if got := fmt.Sprint(len(c.BridgeName()), len(c.VethName(0)), len(c.VethName(50))); got != "11 13 14" {
 		t.Errorf("lengths of bridge, external veth, node 50 veth = %s, want 11 13 14", got)
+	}
+}
+
+func TestPortsFree(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().(*net.TCPAddr).Port
+	if err := portsFree("127.0.0.1", busy); err == nil || !strings.Contains(err.Error(), "--etcd-port") {
+		t.Errorf("portsFree(busy port) = %v, want an error that says what to do", err)
+	}
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := ln2.Addr().(*net.TCPAddr).Port
+	ln2.Close()
+	if err := portsFree("127.0.0.1", free); err != nil {
+		t.Errorf("portsFree(free port) = %v", err)
 	}
 }

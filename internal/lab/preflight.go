@@ -3,8 +3,10 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 )
 
 // dependency is a program the lab needs and the Debian package that provides it.
@@ -46,4 +48,17 @@ func Preflight(bin, controlPlaneBin string) error {
 		errs = append(errs, fmt.Errorf("amime binary %s not found: run `make build`", bin))
 	}
 	return errors.Join(errs...)
+}
+
+// portsFree checks, before anything is created, that the lab's loopback ports
+// are free, so a clash fails at once with nothing to clean up.
+func portsFree(host string, ports ...int) error {
+	for _, p := range ports {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err != nil {
+			return fmt.Errorf("port %d on %s is in use by another program (the lab's etcd needs it): stop that program, or pick other ports with --etcd-port", p, host)
+		}
+		ln.Close()
+	}
+	return nil
 }

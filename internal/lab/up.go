@@ -225,6 +225,9 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := l.checkOtherLabs(); err != nil {
 		return err
 	}
+	if err := portsFree("127.0.0.1", l.EtcdPort, l.EtcdPort+1); err != nil {
+		return err
+	}
 	if err := ipForwardOff(); err != nil {
 		fmt.Fprintf(l.Out, "warning: %v\n", err)
 	}
