@@ -69,8 +69,6 @@ func model(nPol, nPod, nodes int) ([]*policy.Pod, map[string]map[string]string, 
 }
 
 func bigPolicy(i int, from string) *networkingv1.NetworkPolicy {
-	tcp := "TCP"
-	_ = tcp
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("ns-%d", i%50), Name: fmt.Sprintf("np-%d", i)},
 		Spec: networkingv1.NetworkPolicySpec{
@@ -98,8 +96,6 @@ func measure(nPol, nPod, nodes int) error {
 	cfg := policy.RenderConfig{NodeName: "node-0", LogGroup: policy.DefaultLogGroup}
 	dp := policy.NewDataplane(nft, policy.DefaultLogGroup)
 	runtime.GC()
-	var m0 runtime.MemStats
-	runtime.ReadMemStats(&m0)
 	start := time.Now()
 	s := policy.NewSnapshot(pods, nss, nps)
 	d := policy.Render(s, cfg, nil)
@@ -124,6 +120,5 @@ func measure(nPol, nPod, nodes int) error {
 	fmt.Printf("policies=%d pods=%d node-pods=%d isolated=%d groups=%d: full sync %v (compute %v, %d ops); one changed policy %v (%d ops); heap after full sync %.1f MiB\n",
 		nPol, nPod, nPod/nodes, d.Pods, len(d.Chains), full.Round(time.Millisecond), compute.Round(time.Millisecond), ops, one.Round(time.Millisecond), ops2,
 		float64(m1.HeapAlloc)/(1<<20))
-	_ = m0
 	return nil
 }

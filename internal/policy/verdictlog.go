@@ -35,8 +35,8 @@ func (r LogRecord) String() string {
 	if pols == "" {
 		pols = "-"
 	}
-	return fmt.Sprintf("%s %s %s %s %s pod=%s %s %s:%d -> %s:%d policies=%s", r.Time.Format(time.RFC3339Nano), r.Node,
-		strings.ToUpper(r.Verdict), r.Direction, r.Protocol, r.Pod, r.Protocol, r.Src, r.SrcPort, r.Dst, r.DstPort, pols)
+	return fmt.Sprintf("%s %s %s %s pod=%s %s %s:%d -> %s:%d policies=%s", r.Time.Format(time.RFC3339Nano), r.Node,
+		strings.ToUpper(r.Verdict), r.Direction, r.Pod, r.Protocol, r.Src, r.SrcPort, r.Dst, r.DstPort, pols)
 }
 
 // parsePacket reads the 5-tuple from an IPv4 or IPv6 packet (the headers the
