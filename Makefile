@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all deps build amime controlplane lab tour down test unit e2e vet bench clean
+.PHONY: all deps build amime controlplane lab tour docs down test unit e2e vet bench clean
 
 all: build
 
@@ -36,6 +36,10 @@ lab: deps build
 
 tour:
 	@$(BIN)/amime lab tour
+
+# docs/reference.md is generated from the commands (a unit test checks it).
+docs:
+	@$(GO) run ./cmd/amime docs reference > docs/reference.md
 
 down:
 	@$(BIN)/amime lab down

@@ -37,7 +37,8 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-func run(ctx context.Context, args []string) int {
+// newRootCommand builds the whole command tree (also read by `amime docs`).
+func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "amime",
 		Short:         "amime: Kubernetes cluster networking (CNI, Service proxy, DNS, policy, gateway, LoadBalancer IPs) and its lab",
@@ -45,7 +46,12 @@ func run(ctx context.Context, args []string) int {
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.AddCommand(newAgentCommand(), newCNICommand(), newLabCommand(), newWorkloadCommand(), newShimCommand(), newStatusCommand(), newDNSCommand(), newPolicyCommand())
+	root.AddCommand(newDocsCommand(), newAgentCommand(), newCNICommand(), newLabCommand(), newWorkloadCommand(), newShimCommand(), newStatusCommand(), newDNSCommand(), newPolicyCommand())
+	return root
+}
+
+func run(ctx context.Context, args []string) int {
+	root := newRootCommand()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	var ee exitError
