@@ -3,11 +3,15 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -463,4 +467,241 @@ spec:
 			}
 		})
 	}
+}
+
+// TestPolicyServiceAfterDNAT: traffic to a ClusterIP is judged against the
+// backend pod's policies (the proxy's DNAT happens first).
+func TestPolicyServiceAfterDNAT(t *testing.T) {
+	m := policyModel(t)
+	svc := service(t, polNS("x"), "a", "  selector: {pod: a}\n  ports: [{port: 8080, targetPort: 80}]\n")
+	waitEndpoints(t, polNS("x"), "a", 1)
+	m.policies(t, `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-b, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+`)
+	podBin := filepath.Join(filepath.Dir(*amimeBin), "amime-pod")
+	for _, c := range []struct {
+		ns, pod string
+		want    bool
+	}{{"x", "b", true}, {"y", "b", false}, {"x", "c", false}} {
+		eventually(t, 5*time.Second, fmt.Sprintf("%s/%s to the ClusterIP", c.ns, c.pod), func() error {
+			_, err := amime(t, "lab", "exec", "-n", polNS(c.ns), c.pod, "--", podBin, "workload", "agnhost", "connect", "--timeout=1s", svc.Spec.ClusterIP+":8080")
+			if (err == nil) != c.want {
+				return fmt.Errorf("connected: %t, want %t", err == nil, c.want)
+			}
+			return nil
+		})
+	}
+}
+
+// TestPolicyEstablishedConnections: a connection kept open survives the
+// deletion of the policies it was allowed under, and is cut (new packets
+// dropped) when a policy that denies it is added.
+func TestPolicyEstablishedConnections(t *testing.T) {
+	m := policyModel(t)
+	apply(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: echo, namespace: pol-x, labels: {app: echo}}
+spec:
+  nodeName: `+nodeName(1)+`
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: [perl, -MIO::Socket::INET, -e, 'my $s = IO::Socket::INET->new(LocalPort => 9000, Listen => 5, ReuseAddr => 1) or die; while (my $c = $s->accept) { if (!fork) { $c->autoflush(1); print $c $_ while <$c>; exit } }']
+`)
+	t.Cleanup(func() { _, _ = kubectl(t, "delete", "pod", "-n", polNS("x"), "echo", "--wait=false") })
+	echo := readyPodsByName(t, polNS("x"), "echo")
+	m.policies(t, denyIngressX+`---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y, namespace: "{X}"}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}}]}]
+`)
+	time.Sleep(time.Second)
+	// A client in y/b on node 2 keeps one TCP connection open (an echo server
+	// in perl and nc as client: both on the lab host).
+	cmd := exec.Command(*amimeBin, "lab", "exec", "--name", labName, "-n", polNS("y"), "b", "--", "nc", echo.Status.PodIP, "9000")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	roundTrip := func(msg string) bool {
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			return false
+		}
+		select {
+		case l := <-lines:
+			return l == msg
+		case <-time.After(2 * time.Second):
+			return false
+		}
+	}
+	if !roundTrip("allowed") {
+		t.Fatal("no echo on the allowed connection")
+	}
+	clearPolicies(t)
+	if !roundTrip("after-delete") {
+		t.Fatal("the connection stopped working when its policies were deleted")
+	}
+	m.policies(t, denyIngressX)
+	time.Sleep(1500 * time.Millisecond)
+	if roundTrip("after-deny") {
+		t.Fatal("the connection still works after a denying policy was added")
+	}
+}
+
+// TestPolicyNodeProbesStillPass: under default deny, the node's readiness
+// probes reach the pod (traffic from the node is never filtered).
+func TestPolicyNodeProbesStillPass(t *testing.T) {
+	m := policyModel(t)
+	m.policies(t, denyIngressX)
+	time.Sleep(time.Second)
+	apply(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: probed, namespace: pol-x}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    args: [netexec, --http-port=8080]
+    readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+`)
+	t.Cleanup(func() { _, _ = kubectl(t, "delete", "pod", "-n", polNS("x"), "probed", "--wait=false") })
+	readyPodsByName(t, polNS("x"), "probed")
+}
+
+// TestPolicyChangeWithinOneSecond: a new policy is in every node's table
+// within a second of the API accepting it (the pods of x live on all nodes).
+func TestPolicyChangeWithinOneSecond(t *testing.T) {
+	m := policyModel(t)
+	start := time.Now()
+	m.policies(t, denyIngressX)
+	var wg sync.WaitGroup
+	for i := 1; i <= 3; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ip := m.ip["x/"+polPods[i-1]]
+			for time.Since(start) < 5*time.Second {
+				out, _ := amime(t, "lab", "exec", "--node", nodeName(i), "--", "nft", "list", "map", "inet", "amime-policy", "ingress-v4")
+				if strings.Contains(out, ip+" : jump") {
+					if d := time.Since(start); d > 1500*time.Millisecond {
+						t.Errorf("%s: programmed after %s", nodeName(i), d)
+					} else {
+						t.Logf("%s: programmed within %s (apply and polling included)", nodeName(i), d.Round(time.Millisecond))
+					}
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Errorf("%s: not programmed after 5 s", nodeName(i))
+		}(i)
+	}
+	wg.Wait()
+}
+
+// TestPolicyAgentRestartStaysIsolated: while every agent is killed and
+// restarted, probes into isolated pods keep failing and allowed ones keep
+// passing.
+func TestPolicyAgentRestartStaysIsolated(t *testing.T) {
+	m := policyModel(t)
+	m.policies(t, denyIngressX+`---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-z, namespace: "{X}"}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "z"}}}]}]
+`)
+	m.expectMatrix(t, "tcp", 80, ingressOnly([]string{"x/*"}, anyOf("z/*")))
+	podBin := filepath.Join(filepath.Dir(*amimeBin), "amime-pod")
+	load := func(ns, pod, target string) chan string {
+		done := make(chan string, 1)
+		go func() {
+			out, _ := amime(t, "lab", "exec", "-n", polNS(ns), pod, "--", "sh", "-c",
+				fmt.Sprintf("ok=0; no=0; for i in $(seq 40); do if %s workload agnhost connect --timeout=1s %s:80 >/dev/null 2>&1; then ok=$((ok+1)); else no=$((no+1)); fi; sleep 0.1; done; echo $ok $no", podBin, target))
+			done <- strings.TrimSpace(out)
+		}()
+		return done
+	}
+	denied := load("y", "b", m.ip["x/a"])
+	allowed := load("z", "b", m.ip["x/c"])
+	time.Sleep(time.Second)
+	for n := 1; n <= 3; n++ {
+		if err := syscall.Kill(agentPid(t, nodeName(n)), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := <-denied; !strings.HasPrefix(got, "0 ") {
+		t.Errorf("probes into an isolated pod during the agent restart: %q (ok no); want none to connect", got)
+	}
+	if got := <-allowed; !strings.HasSuffix(got, " 0") {
+		t.Errorf("allowed probes during the agent restart: %q (ok no); want all to connect", got)
+	}
+	waitAgentsReady(t)
+	m.expectMatrix(t, "tcp", 80, ingressOnly([]string{"x/*"}, anyOf("z/*")))
+}
+
+// TestPolicyExplainAndLog: amime policy explain names the deciding policies;
+// with the log annotation on the namespace, denied and allowed connections
+// appear in amime policy log with their policies.
+func TestPolicyExplainAndLog(t *testing.T) {
+	m := policyModel(t)
+	m.policies(t, denyIngressX+`---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y-80, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}}], ports: [{port: 80}]}]
+`)
+	out, err := amime(t, "policy", "explain", "--kubeconfig", kubeconfig, "--from", polNS("y")+"/b", "--to", polNS("x")+"/a", "--port", "80/tcp")
+	if err != nil || !strings.Contains(out, "ALLOWED") || !strings.Contains(out, "pol-x/from-y-80 rule 0") {
+		t.Errorf("explain allowed: %v\n%s", err, out)
+	}
+	out, err = amime(t, "policy", "explain", "--kubeconfig", kubeconfig, "--from", polNS("z")+"/b", "--to", polNS("x")+"/a", "--port", "80/tcp")
+	if err != nil || !strings.Contains(out, "DENIED") || !strings.Contains(out, "pol-x/deny-ingress") {
+		t.Errorf("explain denied: %v\n%s", err, out)
+	}
+	mustKubectl(t, "annotate", "namespace", polNS("x"), "policy.amime.dev/log=all", "--overwrite")
+	t.Cleanup(func() { _, _ = kubectl(t, "annotate", "namespace", polNS("x"), "policy.amime.dev/log-") })
+	podBin := filepath.Join(filepath.Dir(*amimeBin), "amime-pod")
+	eventually(t, 15*time.Second, "verdicts in amime policy log", func() error {
+		_, _ = amime(t, "lab", "exec", "-n", polNS("z"), "b", "--", podBin, "workload", "agnhost", "connect", "--timeout=1s", m.ip["x/a"]+":80")
+		_, _ = amime(t, "lab", "exec", "-n", polNS("y"), "b", "--", podBin, "workload", "agnhost", "connect", "--timeout=1s", m.ip["x/a"]+":80")
+		out, err := amime(t, "policy", "log", "--kubeconfig", kubeconfig, "--node", nodeName(1))
+		if err != nil {
+			return err
+		}
+		var deny, allow bool
+		for _, l := range strings.Split(out, "\n") {
+			deny = deny || (strings.Contains(l, "DENY ingress") && strings.Contains(l, m.ip["z/b"]) && strings.Contains(l, "pol-x/deny-ingress"))
+			allow = allow || (strings.Contains(l, "ALLOW ingress") && strings.Contains(l, m.ip["y/b"]) && strings.Contains(l, "policies=pol-x/from-y-80"))
+		}
+		if !deny || !allow {
+			return fmt.Errorf("deny %t allow %t in:\n%s", deny, allow, out)
+		}
+		return nil
+	})
 }
