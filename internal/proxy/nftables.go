@@ -204,10 +204,15 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 		p.chains[svcChain] = rules
 	}
 	// External path: NodePort, external IPs, load-balancer IPs.
+	// With policy Local, traffic from this node's pods and from the node itself
+	// is not external: as kube-proxy does, it short-circuits to the cluster-wide
+	// chain (and is masqueraded there when it comes from the node), so a pod
+	// reaching a load-balancer IP is served even when no endpoint is local.
+	shortCircuit := sp.ExternalLocal && len(sel.Internal) > 0
 	if hasExternal {
 		for _, ip := range sp.ExternalIPs {
 			k := []string{ip.String(), proto, port}
-			if len(sel.External) == 0 {
+			if len(sel.External) == 0 && !shortCircuit {
 				p.elements = append(p.elements, element{set: "no-endpoint-services-" + f, key: k, value: []string{noEndpointVerdict(sp, true)}})
 			} else {
 				p.elements = append(p.elements, element{set: "service-ips-" + f, key: k, value: []string{"goto " + extChain}})
@@ -215,20 +220,32 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 		}
 		if sp.NodePort != 0 {
 			k := []string{proto, fmt.Sprint(sp.NodePort)}
-			if len(sel.External) == 0 {
+			if len(sel.External) == 0 && !shortCircuit {
 				p.elements = append(p.elements, element{set: "no-endpoint-nodeports-" + f, key: k, value: []string{noEndpointVerdict(sp, true)}})
 			} else {
 				p.elements = append(p.elements, element{set: "service-nodeports-" + f, key: k, value: []string{"goto " + extChain}})
 			}
 		}
-		if len(sel.External) > 0 {
-			var rules []string
+		var rules []string
+		if shortCircuit {
+			rules = append(rules,
+				fmt.Sprintf("%s saddr @cluster-cidrs-%s goto %s", ipKw(v6), f, svcChain),
+				"fib saddr type local goto "+svcChain)
+		}
+		switch {
+		case len(sel.External) > 0:
 			if !sp.ExternalLocal {
 				// Policy Cluster: the endpoint may be on another node, so the reply
 				// must come back through this one.
 				rules = append(rules, "meta mark set meta mark | "+markMasq)
 			}
 			rules = append(rules, dnatRules(&p, sp, extChain, sel.External)...)
+		case shortCircuit:
+			// No local endpoint: clients from outside are dropped (the load
+			// balancer's health check steers them to other nodes).
+			rules = append(rules, "goto drop-chain")
+		}
+		if len(rules) > 0 {
 			p.chains[extChain] = rules
 		}
 	}

@@ -179,6 +179,17 @@ func TestExternalTrafficPolicyLocal(t *testing.T) {
 	if out, err := amime(t, "lab", "exec", "--external", "--", "curl", "-s", "--max-time", "2", fmt.Sprintf("http://172.30.9.12:%d/clientip", np)); err == nil {
 		t.Errorf("node without a local endpoint answered %q; want no answer", out)
 	}
+	// From inside the cluster the policy does not apply (as kube-proxy): the
+	// node without a local endpoint, and a pod on it, are served cluster-wide.
+	apply(t, fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: np-client, namespace: %s}\nspec:\n  nodeName: %s\n  containers: [{name: c, image: nicolaka/netshoot, command: [sleep, infinity]}]\n", ns, nodeName(2)))
+	readyPodsByName(t, ns, "np-client")
+	url := fmt.Sprintf("http://%s:%d/hostname", nodeIP(2), np)
+	if out, err := amime(t, "lab", "exec", "--node", nodeName(2), "--", "curl", "-s", "--max-time", "3", url); err != nil || strings.TrimSpace(out) == "" {
+		t.Errorf("node without a local endpoint → its own NodePort (policy Local): %q %v; want the remote endpoint to answer", out, err)
+	}
+	if out, err := amime(t, "lab", "exec", "-n", ns, "np-client", "--", "curl", "-s", "--max-time", "3", url); err != nil || strings.TrimSpace(out) == "" {
+		t.Errorf("pod on a node without a local endpoint → NodePort (policy Local): %q %v; want the remote endpoint to answer", out, err)
+	}
 	hc := svc.Spec.HealthCheckNodePort
 	if hc == 0 {
 		t.Fatalf("no healthCheckNodePort")
