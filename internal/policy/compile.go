@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -79,13 +79,6 @@ func hashName(prefix, key string) string {
 	return prefix + "-" + strings.ToLower(base32.StdEncoding.EncodeToString(h[:])[:16])
 }
 
-// ruleCache holds what a rule allows independently of the pod it applies to.
-type ruleCache struct {
-	mu    sync.Mutex
-	addrs map[string][]Range
-	pods  map[string][]podAddr
-}
-
 type podAddr struct {
 	pod *Pod
 	ip  netip.Addr
@@ -97,31 +90,91 @@ func (s *Snapshot) Compile(pod *Pod) (ingress, egress *AllowList) {
 	if pod.HostNetwork {
 		return nil, nil
 	}
-	return s.compileDir(pod, true), s.compileDir(pod, false)
+	ingress, _ = s.compileDir(pod, true)
+	egress, _ = s.compileDir(pod, false)
+	return ingress, egress
 }
 
-func (s *Snapshot) compileDir(pod *Pod, ingress bool) *AllowList {
-	var all []Range
-	var ports []PortElem
-	isolated := false
-	for ci, cp := range s.compiled {
-		if !cp.selects(pod) {
+// compileDir computes one direction's allow-list and its signature: a string
+// that names every input the list was computed from (the selecting policies'
+// compiled versions, the generation of each peer's selected addresses, the
+// pod's container ports when a named port is resolved on it). Equal
+// signatures mean equal lists, so the list is computed once per signature and
+// reused, in this sync and in the next ones while the signature holds.
+func (s *Snapshot) compileDir(pod *Pod, ingress bool) (*AllowList, string) {
+	var sel []*compiledPolicy
+	for _, cp := range s.policiesByNS[pod.Namespace] {
+		if (ingress && !cp.ingress) || (!ingress && !cp.egress) || !cp.selects(pod) {
 			continue
 		}
+		sel = append(sel, cp)
+	}
+	if len(sel) == 0 {
+		return nil, ""
+	}
+	sig := make([]byte, 0, 64)
+	if ingress {
+		sig = append(sig, 'i')
+	} else {
+		sig = append(sig, 'e')
+	}
+	named := false
+	for _, cp := range sel {
+		sig = append(sig, '|')
+		sig = strconv.AppendUint(sig, cp.id, 36)
 		rules := cp.out
 		if ingress {
-			if !cp.ingress {
-				continue
-			}
 			rules = cp.in
-		} else if !cp.egress {
-			continue
 		}
-		isolated = true
 		for ri := range rules {
 			r := &rules[ri]
-			key := fmt.Sprintf("%d/%t/%d", ci, ingress, ri)
-			addrs := s.ruleAddrs(key, cp, r)
+			sig = append(sig, ';')
+			namedEgress := !ingress && r.hasNamedPort()
+			named = named || (ingress && r.hasNamedPort())
+			if r.everyone {
+				sig = append(sig, '*')
+				if namedEgress {
+					sig = strconv.AppendUint(sig, s.peerEntry(cp, nil, true).gen, 36)
+				}
+				continue
+			}
+			for pi := range r.peers {
+				if e := s.peerEntry(cp, &r.peers[pi], namedEgress); e != nil {
+					sig = strconv.AppendUint(sig, e.gen, 36)
+				}
+				sig = append(sig, ',')
+			}
+		}
+	}
+	if named {
+		// Named ports of ingress rules are resolved on this pod.
+		sig = append(sig, '#')
+		for _, p := range pod.Ports {
+			sig = fmt.Appendf(sig, "%s/%s/%d,", p.Name, p.Protocol, p.ContainerPort)
+		}
+	}
+	key := string(sig)
+	if l := s.st.getList(key); l != nil {
+		return l, key
+	}
+	l := s.buildList(pod, ingress, sel)
+	s.st.putList(key, l)
+	return l, key
+}
+
+// buildList computes the allow-list of one direction from the selecting
+// policies.
+func (s *Snapshot) buildList(pod *Pod, ingress bool, sel []*compiledPolicy) *AllowList {
+	var all []Range
+	var ports []PortElem
+	for _, cp := range sel {
+		rules := cp.out
+		if ingress {
+			rules = cp.in
+		}
+		for ri := range rules {
+			r := &rules[ri]
+			addrs := s.ruleAddrs(cp, r)
 			if len(r.ports) == 0 {
 				all = append(all, addrs...)
 				continue
@@ -130,7 +183,7 @@ func (s *Snapshot) compileDir(pod *Pod, ingress bool) *AllowList {
 				if !ingress && pp.Port != nil && pp.Port.Type == intstr.String {
 					// A named port of an egress rule is resolved on each
 					// destination pod: the peer pods, each with its own port.
-					for _, pa := range s.rulePods(key, cp, r) {
+					for _, pa := range s.rulePods(cp, r) {
 						for _, pr := range resolvePort(pp, pa.pod) {
 							ports = append(ports, PortElem{single(pa.ip), pr.Proto, pr.Lo, pr.Hi})
 						}
@@ -149,73 +202,45 @@ func (s *Snapshot) compileDir(pod *Pod, ingress bool) *AllowList {
 			}
 		}
 	}
-	if !isolated {
-		return nil
-	}
 	return &AllowList{All: mergeRanges(all), Ports: normalizePorts(ports)}
 }
 
-// ruleAddrs are the addresses a rule's peers select.
-func (s *Snapshot) ruleAddrs(key string, cp *compiledPolicy, r *compiledRule) []Range {
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
-	if a, ok := s.cache.addrs[key]; ok {
-		return a
-	}
-	var out []Range
-	if r.everyone {
-		out = []Range{allV4, allV6}
-	}
-	for i := range r.peers {
-		p := &r.peers[i]
-		switch {
-		case r.everyone || p.invalid:
-		case p.cidr != nil:
-			rs := []Range{prefixRange(*p.cidr)}
-			for _, e := range p.except {
-				rs = subtract(rs, prefixRange(e))
-			}
-			out = append(out, rs...)
-		default:
-			cands := s.Pods
-			if p.namespaces == nil {
-				cands = s.byNS[cp.np.Namespace]
-			}
-			for _, pod := range cands {
-				if p.matchesPod(cp.np.Namespace, pod, s) {
-					for _, ip := range pod.IPs {
-						out = append(out, single(ip))
-					}
-				}
-			}
+// hasNamedPort reports whether one of the rule's ports is named.
+func (r *compiledRule) hasNamedPort() bool {
+	for _, pp := range r.ports {
+		if pp.Port != nil && pp.Port.Type == intstr.String {
+			return true
 		}
 	}
-	out = mergeRanges(out)
-	s.cache.addrs[key] = out
-	return out
+	return false
+}
+
+// ruleAddrs are the addresses a rule's peers select.
+func (s *Snapshot) ruleAddrs(cp *compiledPolicy, r *compiledRule) []Range {
+	if r.everyone {
+		return []Range{allV4, allV6}
+	}
+	var out []Range
+	for i := range r.peers {
+		if e := s.peerEntry(cp, &r.peers[i], false); e != nil {
+			out = append(out, e.addrs...)
+		}
+	}
+	return mergeRanges(out)
 }
 
 // rulePods are the pods (and which of their addresses) a rule's peers select,
 // ipBlocks included, for named ports of egress rules.
-func (s *Snapshot) rulePods(key string, cp *compiledPolicy, r *compiledRule) []podAddr {
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
-	if a, ok := s.cache.pods[key]; ok {
-		return a
+func (s *Snapshot) rulePods(cp *compiledPolicy, r *compiledRule) []podAddr {
+	if r.everyone {
+		return s.peerEntry(cp, nil, true).pods
 	}
 	var out []podAddr
-	for _, pod := range s.Pods {
-		for _, ip := range pod.IPs {
-			ok := r.everyone
-			for i := range r.peers {
-				ok = ok || r.peers[i].matchesAddr(cp.np.Namespace, ip, s)
-			}
-			if ok {
-				out = append(out, podAddr{pod, ip})
-			}
+	for i := range r.peers {
+		if e := s.peerEntry(cp, &r.peers[i], true); e != nil {
+			out = append(out, e.pods...)
 		}
 	}
-	s.cache.pods[key] = out
 	return out
 }
 

@@ -28,6 +28,8 @@ type Controller struct {
 	log        *slog.Logger
 	metrics    *Metrics
 	kick       chan struct{}
+	// cache carries allow-lists over from sync to sync; only Sync uses it.
+	cache Cache
 
 	mu        sync.Mutex
 	snapshot  *Snapshot
@@ -93,6 +95,12 @@ func (c *Controller) Run(ctx context.Context, minInterval, resync time.Duration)
 
 // BuildSnapshot reads the caches. It also returns each namespace's log mode.
 func BuildSnapshot(pods []*corev1.Pod, namespaces []*corev1.Namespace, policies []*networkingv1.NetworkPolicy) (*Snapshot, map[string]string) {
+	ps, nsLabels, logModes := fromAPI(pods, namespaces)
+	return NewSnapshot(ps, nsLabels, policies), logModes
+}
+
+// fromAPI converts the cached objects.
+func fromAPI(pods []*corev1.Pod, namespaces []*corev1.Namespace) ([]*Pod, map[string]map[string]string, map[string]string) {
 	var ps []*Pod
 	for _, p := range pods {
 		if pp, ok := PodFromAPI(p); ok {
@@ -110,7 +118,7 @@ func BuildSnapshot(pods []*corev1.Pod, namespaces []*corev1.Namespace, policies 
 			logModes[n.Name] = logDeny
 		}
 	}
-	return NewSnapshot(ps, nsLabels, policies), logModes
+	return ps, nsLabels, logModes
 }
 
 // Sync computes the desired state and applies it.
@@ -128,7 +136,8 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list network policies: %w", err)
 	}
-	s, logModes := BuildSnapshot(pods, nss, nps)
+	ps, nsLabels, logModes := fromAPI(pods, nss)
+	s := c.cache.Snapshot(ps, nsLabels, nps)
 	for _, p := range s.Problems() {
 		c.log.Warn("network policy part ignored (it allows nothing)", "problem", p)
 	}
@@ -144,6 +153,8 @@ func (c *Controller) Sync(ctx context.Context) error {
 	if err != nil {
 		c.status.LastError = err.Error()
 		c.metrics.syncError()
+		// The next sync is full: computed afresh, and programmed afresh.
+		c.cache.Reset()
 		return err
 	}
 	c.snapshot = s

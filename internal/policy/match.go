@@ -15,6 +15,9 @@ import (
 type compiledPolicy struct {
 	np  *networkingv1.NetworkPolicy
 	key string
+	// id is unique to this compilation in the process: allow-list
+	// signatures name the policy by it.
+	id uint64
 	// selector picks the pods of the policy's namespace it applies to; nil
 	// when it does not parse (the policy then selects nothing).
 	selector        labels.Selector
@@ -62,7 +65,7 @@ func policyTypes(np *networkingv1.NetworkPolicy) (ingress, egress bool) {
 }
 
 func compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
-	cp := &compiledPolicy{np: np, key: policyKey(np)}
+	cp := &compiledPolicy{np: np, key: policyKey(np), id: nextID.Add(1)}
 	cp.ingress, cp.egress = policyTypes(np)
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 	if err != nil {
@@ -133,6 +136,11 @@ func (cp *compiledPolicy) selects(p *Pod) bool {
 
 // matchesPod reports whether a pod peer (not ipBlock) selects pod.
 func (c *compiledPeer) matchesPod(policyNS string, p *Pod, s *Snapshot) bool {
+	return c.matchesPodIn(policyNS, p, s.Namespaces)
+}
+
+// matchesPodIn is matchesPod with the namespaces' labels given.
+func (c *compiledPeer) matchesPodIn(policyNS string, p *Pod, namespaces map[string]map[string]string) bool {
 	if c.invalid || c.cidr != nil {
 		return false
 	}
@@ -141,7 +149,7 @@ func (c *compiledPeer) matchesPod(policyNS string, p *Pod, s *Snapshot) bool {
 			return false
 		}
 	} else {
-		nsLabels, ok := s.Namespaces[p.Namespace]
+		nsLabels, ok := namespaces[p.Namespace]
 		if !ok || !c.namespaces.Matches(labels.Set(nsLabels)) {
 			return false
 		}

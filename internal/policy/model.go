@@ -29,15 +29,21 @@ type Pod struct {
 func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
 
 // Snapshot is the cluster state a verdict is computed from. Build it with
-// NewSnapshot; it is read-only afterwards.
+// NewSnapshot (everything computed afresh) or Cache.Snapshot (reusing what the
+// previous sync computed and is still valid); it is read-only afterwards.
 type Snapshot struct {
 	Pods       []*Pod
 	Namespaces map[string]map[string]string // name → labels
 	Policies   []*networkingv1.NetworkPolicy
 	byIP       map[netip.Addr]*Pod
 	byNS       map[string][]*Pod
+	byKey      map[string]*Pod
 	compiled   []*compiledPolicy
-	cache      ruleCache
+	// policiesByNS are the compiled policies of each namespace, in the order
+	// of compiled (a policy selects only pods of its own namespace).
+	policiesByNS  map[string][]*compiledPolicy
+	compiledByKey map[string]*compiledPolicy
+	st            *store
 }
 
 // NewSnapshot indexes pods by address and namespace and parses every
@@ -45,8 +51,14 @@ type Snapshot struct {
 // the node's address, are never selected by a policy, and as peers they are
 // the node (matched only by ipBlock), as the API says.
 func NewSnapshot(pods []*Pod, namespaces map[string]map[string]string, policies []*networkingv1.NetworkPolicy) *Snapshot {
-	s := &Snapshot{Namespaces: namespaces, byIP: map[netip.Addr]*Pod{}, byNS: map[string][]*Pod{},
-		cache: ruleCache{addrs: map[string][]Range{}, pods: map[string][]podAddr{}}}
+	return newSnapshot(pods, namespaces, policies, nil)
+}
+
+// newSnapshot builds a snapshot; compiled policies of prev are reused for the
+// very same objects (informer caches replace objects, never modify them).
+func newSnapshot(pods []*Pod, namespaces map[string]map[string]string, policies []*networkingv1.NetworkPolicy, prev *Snapshot) *Snapshot {
+	s := &Snapshot{Namespaces: namespaces, byIP: map[netip.Addr]*Pod{}, byNS: map[string][]*Pod{}, byKey: map[string]*Pod{},
+		policiesByNS: map[string][]*compiledPolicy{}, compiledByKey: map[string]*compiledPolicy{}, st: newStore(nil)}
 	if s.Namespaces == nil {
 		s.Namespaces = map[string]map[string]string{}
 	}
@@ -56,17 +68,29 @@ func NewSnapshot(pods []*Pod, namespaces map[string]map[string]string, policies 
 		}
 		s.Pods = append(s.Pods, p)
 	}
-	sort.Slice(s.Pods, func(i, j int) bool { return s.Pods[i].Key() < s.Pods[j].Key() })
+	sortByKey(s.Pods, (*Pod).Key)
 	for _, p := range s.Pods {
 		for _, ip := range p.IPs {
 			s.byIP[ip.Unmap()] = p
 		}
 		s.byNS[p.Namespace] = append(s.byNS[p.Namespace], p)
+		s.byKey[p.Key()] = p
 	}
 	s.Policies = append([]*networkingv1.NetworkPolicy(nil), policies...)
-	sort.Slice(s.Policies, func(i, j int) bool { return policyKey(s.Policies[i]) < policyKey(s.Policies[j]) })
+	sortByKey(s.Policies, policyKey)
 	for _, np := range s.Policies {
-		s.compiled = append(s.compiled, compilePolicy(np))
+		var cp *compiledPolicy
+		if prev != nil {
+			if old := prev.compiledByKey[policyKey(np)]; old != nil && old.np == np {
+				cp = old
+			}
+		}
+		if cp == nil {
+			cp = compilePolicy(np)
+		}
+		s.compiled = append(s.compiled, cp)
+		s.compiledByKey[cp.key] = cp
+		s.policiesByNS[np.Namespace] = append(s.policiesByNS[np.Namespace], cp)
 	}
 	return s
 }
@@ -82,6 +106,22 @@ func (s *Snapshot) PodByName(ns, name string) *Pod {
 		}
 	}
 	return nil
+}
+
+// sortByKey sorts xs by key(x), computing each key once.
+func sortByKey[T any](xs []T, key func(T) string) {
+	type kx struct {
+		k string
+		x T
+	}
+	tmp := make([]kx, len(xs))
+	for i, x := range xs {
+		tmp[i] = kx{key(x), x}
+	}
+	sort.Slice(tmp, func(i, j int) bool { return tmp[i].k < tmp[j].k })
+	for i := range tmp {
+		xs[i] = tmp[i].x
+	}
 }
 
 func policyKey(np *networkingv1.NetworkPolicy) string { return np.Namespace + "/" + np.Name }

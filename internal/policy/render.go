@@ -72,12 +72,12 @@ func Render(s *Snapshot, cfg RenderConfig, logModes map[string]string) *Desired 
 	for _, m := range vmaps {
 		d.Verdicts[m] = map[string]string{}
 	}
-	byKey := map[string]string{} // group key → chain name
 	for _, pod := range s.Pods {
-		if pod.Node != cfg.NodeName {
+		if pod.Node != cfg.NodeName || pod.HostNetwork {
 			continue
 		}
-		in, eg := s.Compile(pod)
+		in, inSig := s.compileDir(pod, true)
+		eg, egSig := s.compileDir(pod, false)
 		if in == nil && eg == nil {
 			continue
 		}
@@ -85,21 +85,19 @@ func Render(s *Snapshot, cfg RenderConfig, logModes map[string]string) *Desired 
 		mode := logModes[pod.Namespace]
 		for _, dir := range []struct {
 			list    *AllowList
+			sig     string
 			ingress bool
-		}{{in, true}, {eg, false}} {
+		}{{in, inSig, true}, {eg, egSig, false}} {
 			if dir.list == nil {
 				continue
 			}
-			key := fmt.Sprintf("%t|%s|%s", dir.ingress, mode, dir.list.Key())
-			name, ok := byKey[key]
-			if !ok {
-				prefix := "eg"
-				if dir.ingress {
-					prefix = "in"
+			g := s.group(dir.list, dir.sig, dir.ingress, mode)
+			if _, ok := d.Chains[g.name]; !ok {
+				d.Chains[g.name] = g.rules
+				for name, typ := range g.sets {
+					d.Sets[name] = typ
+					d.SetElements[name] = g.elements[name]
 				}
-				name = hashName(prefix, key)
-				byKey[key] = name
-				d.addGroup(name, dir.list, dir.ingress, mode)
 			}
 			m := "egress-v"
 			if dir.ingress {
@@ -110,14 +108,40 @@ func Render(s *Snapshot, cfg RenderConfig, logModes map[string]string) *Desired 
 				if ip.Is6() {
 					f = "6"
 				}
-				d.Verdicts[m+f][ip.String()] = "jump " + name
+				d.Verdicts[m+f][ip.String()] = "jump " + g.name
 			}
 		}
 	}
 	return d
 }
 
-func (d *Desired) addGroup(name string, l *AllowList, ingress bool, mode string) {
+// group is the chain and sets of one distinct allow-list, named after their
+// contents.
+type group struct {
+	name     string
+	rules    []string
+	sets     map[string]string     // name → type
+	elements map[string][][]string // name → elements
+}
+
+// group renders an allow-list, once per signature and log mode.
+func (s *Snapshot) group(l *AllowList, sig string, ingress bool, mode string) *group {
+	ck := mode + "|" + sig
+	if g := s.st.getGroup(ck); g != nil {
+		return g
+	}
+	prefix := "eg"
+	if ingress {
+		prefix = "in"
+	}
+	g := &group{name: hashName(prefix, fmt.Sprintf("%t|%s|%s", ingress, mode, l.Key())), sets: map[string]string{}, elements: map[string][][]string{}}
+	g.render(l, ingress, mode)
+	s.st.putGroup(ck, g)
+	return g
+}
+
+func (g *group) render(l *AllowList, ingress bool, mode string) {
+	name := g.name
 	peer, dir := "daddr", "egress"
 	if ingress {
 		peer, dir = "saddr", "ingress"
@@ -148,18 +172,18 @@ func (d *Desired) addGroup(name string, l *AllowList, ingress bool, mode string)
 		}
 		if len(ports) > 0 {
 			set := name + "-p" + f
-			d.Sets[set] = addrType(f) + " . inet_proto . inet_service"
-			d.SetElements[set] = ports
+			g.sets[set] = addrType(f) + " . inet_proto . inet_service"
+			g.elements[set] = ports
 			rules = append(rules, fmt.Sprintf("%s %s . meta l4proto . th dport @%s %s", kw, peer, set, allow))
 		}
 		if len(alls) > 0 {
 			set := name + "-a" + f
-			d.Sets[set] = addrType(f)
-			d.SetElements[set] = alls
+			g.sets[set] = addrType(f)
+			g.elements[set] = alls
 			rules = append(rules, fmt.Sprintf("%s %s @%s %s", kw, peer, set, allow))
 		}
 	}
-	d.Chains[name] = append(rules, deny)
+	g.rules = append(rules, deny)
 }
 
 func addrType(f string) string {
