@@ -22,7 +22,8 @@ import (
 // gets the NXDOMAIN it expects and carries on). An upstream failure also
 // returns false: the client's own walk will meet it and retry.
 func (h *Handler) autopath(ctx context.Context, cfg *Config, snap *zoneData, req, resp *mdns.Msg, qlower string, client netip.Addr) bool {
-	if h.pods == nil || !client.IsValid() {
+	// Cheap checks first: most queries are not under <something>.svc.<zone>.
+	if h.pods == nil || !client.IsValid() || !strings.HasSuffix(qlower, ".svc."+cfg.Zone) {
 		return false
 	}
 	ns, ok := h.pods.Namespace(client)

@@ -94,26 +94,24 @@ func (h *Handler) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 		tcp = true
 	}
 	var client netip.Addr
-	if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil {
-		client = ap.Addr().Unmap()
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		client, _ = netip.AddrFromSlice(a.IP)
+	case *net.TCPAddr:
+		client, _ = netip.AddrFromSlice(a.IP)
 	}
+	client = client.Unmap()
 	resp, source := h.Answer(context.Background(), req, client, tcp)
 	if err := w.WriteMsg(resp); err != nil {
 		h.log.Debug("write answer", "client", client, "err", err)
 	}
 	took := time.Since(start)
 	if h.metrics != nil {
-		proto := "udp"
-		if tcp {
-			proto = "tcp"
-		}
-		qt := "other"
+		var qt uint16
 		if len(req.Question) == 1 {
-			qt = typeLabel(req.Question[0].Qtype)
+			qt = req.Question[0].Qtype
 		}
-		h.metrics.requests.WithLabelValues(proto, qt).Inc()
-		h.metrics.responses.WithLabelValues(rcodeLabel(resp.Rcode)).Inc()
-		h.metrics.duration.WithLabelValues(source).Observe(took.Seconds())
+		h.metrics.observe(tcp, qt, resp.Rcode, source, took.Seconds())
 	}
 	h.logQuery(client, req, resp, took)
 }

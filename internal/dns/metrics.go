@@ -1,6 +1,8 @@
 package dns
 
 import (
+	"sync"
+
 	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,6 +21,46 @@ type Metrics struct {
 	syncDuration   *prometheus.HistogramVec // kind: full, partial
 	services       prometheus.Gauge
 	reloads        *prometheus.CounterVec // result: ok, error
+
+	// Children resolved once: a label lookup hashes its values, which costs
+	// more than the rest of a cached answer's bookkeeping.
+	mu      sync.Mutex
+	reqFast map[reqKey]prometheus.Counter
+	rcodes  map[int]prometheus.Counter
+	sources map[string]prometheus.Observer
+}
+
+type reqKey struct {
+	tcp   bool
+	qtype uint16
+}
+
+// observe counts one request and its answer.
+func (m *Metrics) observe(tcp bool, qtype uint16, rcode int, source string, seconds float64) {
+	m.mu.Lock()
+	req, ok := m.reqFast[reqKey{tcp, qtype}]
+	if !ok {
+		proto := "udp"
+		if tcp {
+			proto = "tcp"
+		}
+		req = m.requests.WithLabelValues(proto, typeLabel(qtype))
+		m.reqFast[reqKey{tcp, qtype}] = req
+	}
+	rc, ok := m.rcodes[rcode]
+	if !ok {
+		rc = m.responses.WithLabelValues(rcodeLabel(rcode))
+		m.rcodes[rcode] = rc
+	}
+	obs, ok := m.sources[source]
+	if !ok {
+		obs = m.duration.WithLabelValues(source)
+		m.sources[source] = obs
+	}
+	m.mu.Unlock()
+	req.Inc()
+	rc.Inc()
+	obs.Observe(seconds)
 }
 
 // NewMetrics registers the metrics with reg.
@@ -48,6 +90,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "amime_dns_config_reloads_total",
 			Help: "Configuration reloads from the ConfigMap, by result."}, []string{"result"}),
 	}
+	m.reqFast, m.rcodes, m.sources = map[reqKey]prometheus.Counter{}, map[int]prometheus.Counter{}, map[string]prometheus.Observer{}
 	reg.MustRegister(m.requests, m.responses, m.duration, m.cacheHits, m.cacheMisses, m.cacheEntries,
 		m.upstreamErrors, m.autopath, m.syncDuration, m.services, m.reloads)
 	return m
