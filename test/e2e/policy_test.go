@@ -254,6 +254,11 @@ func TestPolicyTruthTables(t *testing.T) {
 	xa := []string{"x/a"}
 	xall := []string{"x/*"}
 	pods := func(p string) bool { return p != "ext" }
+	type polStep struct {
+		apply  string // manifest applied (a changed policy keeps its name)
+		delete string // a policy of X deleted
+		probes []polProbe
+	}
 	cases := []struct {
 		name, manifest string
 		probes         []polProbe
@@ -456,6 +461,96 @@ spec:
   policyTypes: [Egress]
   egress: [{to: [{namespaceSelector: {matchLabels: {ns: "x"}}}]}]
 `, []polProbe{{"tcp", 80, both(ingressOnly(xall, anyOf("y/*")), egressOnly([]string{"y/*"}, anyOf("x/*")))}}},
+		{"update: a changed podSelector moves the isolation", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-c, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: c}}}]}]
+`, []polProbe{{"tcp", 80, ingressOnly(xa, anyOf("x/c"))}}},
+		{"deletion restores reachability", denyIngressX + `---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress-a, namespace: "{X}"}
+spec: {podSelector: {matchLabels: {pod: a}}, policyTypes: [Egress]}
+`, []polProbe{{"tcp", 80, both(ingressOnly(xall, nobody), egressOnly(xa, nobody))}}},
+		{"egress to a namespace by label on one port", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-to-y-81, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress: [{to: [{namespaceSelector: {matchLabels: {ns: "y"}}}], ports: [{port: 81, protocol: TCP}]}]
+`, []polProbe{{"tcp", 81, egressOnly(xa, anyOf("y/*"))}, {"tcp", 80, egressOnly(xa, nobody)}, {"udp", 81, egressOnly(xa, nobody)}}},
+		{"ingress on 81/UDP only, from a namespace", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: z-udp-81, namespace: "{X}"}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "z"}}}], ports: [{port: 81, protocol: UDP}]}]
+`, []polProbe{{"udp", 81, ingressOnly(xall, anyOf("z/*"))}, {"udp", 80, ingressOnly(xall, nobody)}, {"tcp", 81, ingressOnly(xall, nobody)}}},
+		{"NotIn podSelector on ingress and egress denied in the same policy", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: not-b-no-egress, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Ingress, Egress]
+  ingress: [{from: [{podSelector: {matchExpressions: [{key: pod, operator: NotIn, values: [b]}]}}]}]
+`, []polProbe{{"tcp", 80, both(ingressOnly(xa, anyOf("x/c")), egressOnly(xa, nobody))}}},
+		{"default deny egress plus one allowed backend", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: "{X}"}
+spec: {podSelector: {}, policyTypes: [Egress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: to-y-b-80, namespace: "{X}"}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{to: [{namespaceSelector: {matchLabels: {ns: "y"}}, podSelector: {matchLabels: {pod: b}}}], ports: [{port: 80, protocol: TCP}]}]
+`, []polProbe{{"tcp", 80, egressOnly(xall, anyOf("y/b"))}, {"tcp", 81, egressOnly(xall, nobody)}}},
+		{"policies in several namespaces on the same pods", `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y-b, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "y"}}, podSelector: {matchLabels: {pod: b}}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-z-c, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "z"}}, podSelector: {matchLabels: {pod: c}}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: y-a-from-x, namespace: "{Y}"}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "x"}}}]}]
+`, []polProbe{{"tcp", 80, both(ingressOnly(xa, anyOf("y/b", "z/c")), ingressOnly([]string{"y/a"}, anyOf("x/*")))}}},
+	}
+	// Cases that go on after their first matrix: a policy changed or
+	// deleted, then the matrix again.
+	then := map[string][]polStep{
+		"update: a changed podSelector moves the isolation": {{apply: `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-c, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: c}}}]}]
+`, probes: []polProbe{{"tcp", 80, ingressOnly([]string{"x/b"}, anyOf("x/c"))}}}},
+		"deletion restores reachability": {{delete: "deny-ingress", probes: []polProbe{{"tcp", 80, egressOnly(xa, nobody)}}},
+			{delete: "deny-egress-a", probes: []polProbe{{"tcp", 80, everything}, {"udp", 81, everything}}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -464,6 +559,19 @@ spec:
 			}
 			for _, p := range c.probes {
 				m.expectMatrix(t, p.proto, p.port, p.want)
+			}
+			for _, st := range then[c.name] {
+				if st.apply != "" {
+					m.policies(t, st.apply)
+				}
+				if st.delete != "" {
+					if out, err := kubectl(t, "delete", "networkpolicy", "-n", polNS("x"), st.delete, "--wait=true"); err != nil {
+						t.Fatalf("delete policy %s: %v: %s", st.delete, err, out)
+					}
+				}
+				for _, p := range st.probes {
+					m.expectMatrix(t, p.proto, p.port, p.want)
+				}
 			}
 		})
 	}
