@@ -20,6 +20,8 @@ deps=(
   "/usr/lib/cni/loopback:containernetworking-plugins"
   "iperf3:iperf3"
   "wrk:wrk"
+  "dnsperf:dnsperf"
+  "socat:socat"
   "make:make"
   "git:git"
 )
