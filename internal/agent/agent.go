@@ -16,11 +16,15 @@ import (
 	"path/filepath"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
 
 	"amime.dev/amime/internal/policy"
@@ -153,6 +157,10 @@ func Run(ctx context.Context, cfg Config) error {
 		slices := factory.Discovery().V1().EndpointSlices()
 		proxier = proxy.NewProxier(proxy.Config{NodeName: cfg.NodeName, ClusterCIDRs: cfg.ClusterCIDRs}, nft,
 			svcs.Lister(), slices.Lister(), proxy.Conntrack{}, proxy.NewMetrics(m.reg), log.With("controller", "proxy"))
+		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+		defer broadcaster.Shutdown()
+		proxier.SetEventRecorder(broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "amime-proxy", Host: cfg.NodeName}))
 		h := cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(any) { proxier.OnChange() },
 			UpdateFunc: func(_, _ any) { proxier.OnChange() },

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"sigs.k8s.io/knftables"
@@ -32,6 +33,7 @@ type Proxier struct {
 	log      *slog.Logger
 	ct       ConntrackCleaner
 	metrics  *Metrics
+	events   EventRecorder // nil: log only
 
 	kick chan struct{}
 
@@ -65,6 +67,19 @@ type renderedService struct {
 	ports   []*ServicePort
 	progs   []programmed
 	sels    []Selection
+}
+
+// EventRecorder is the part of client-go's record.EventRecorder the proxier
+// uses: a Service the kernel refuses gets a Warning Event its owner can see.
+type EventRecorder interface {
+	Eventf(object runtime.Object, eventtype, reason, messageFmt string, args ...any)
+}
+
+// SetEventRecorder makes the proxier report refused Services as Events.
+func (p *Proxier) SetEventRecorder(r EventRecorder) {
+	p.mu.Lock()
+	p.events = r
+	p.mu.Unlock()
 }
 
 // ConntrackCleaner deletes stale UDP flows (see conntrack.go).
@@ -495,6 +510,13 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 			delete(p.rendered, r.key)
 			p.log.Warn("service left out of the proxy: the kernel refuses its rules", "service", r.key, "err", err)
 			bad = append(bad, r.key)
+			if p.events != nil {
+				ns, name, _ := strings.Cut(r.key, "/")
+				if svc, gerr := p.services.Services(ns).Get(name); gerr == nil {
+					p.events.Eventf(svc, corev1.EventTypeWarning, "FailedToProgram",
+						"amime proxy on node %s: the kernel refused this Service's rules, so it is left out until it changes: %v", cfg.NodeName, err)
+				}
+			}
 		}
 	}
 	return bad

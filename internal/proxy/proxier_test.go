@@ -22,6 +22,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/knftables"
 )
@@ -693,8 +694,21 @@ func TestRefusedServiceLeftOut(t *testing.T) {
 	e.add(newSlice("ns", "good-1", "good", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{slicePort("http", corev1.ProtocolTCP, 8080)}, ep("10.244.1.5")))
 	e.add(newSlice("ns", "bad-1", "bad", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{slicePort("http", corev1.ProtocolTCP, 8080)}, ep("10.244.1.6")))
 	e.nft.refuse = "10.96.66.66"
+	events := record.NewFakeRecorder(10)
+	e.p.SetEventRecorder(events)
 	if err := e.p.Sync(context.Background()); err == nil {
 		t.Fatal("the sync with a refused Service should fail")
+	}
+	select {
+	case ev := <-events.Events:
+		if !strings.HasPrefix(ev, "Warning FailedToProgram amime proxy on node") {
+			t.Errorf("event %q, want a Warning FailedToProgram naming the node", ev)
+		}
+	default:
+		t.Error("no Event for the refused Service")
+	}
+	if len(events.Events) != 0 {
+		t.Errorf("%d more events, want one for the refused Service only", len(events.Events))
 	}
 	if err := e.p.Sync(context.Background()); err != nil {
 		t.Fatalf("the next sync should program the other Services: %v", err)
