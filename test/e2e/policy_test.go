@@ -484,7 +484,7 @@ spec:
   policyTypes: [Egress]
   egress: [{to: [{namespaceSelector: {matchLabels: {ns: "y"}}}], ports: [{port: 81, protocol: TCP}]}]
 `, []polProbe{{"tcp", 81, egressOnly(xa, anyOf("y/*"))}, {"tcp", 80, egressOnly(xa, nobody)}, {"udp", 81, egressOnly(xa, nobody)}}},
-		{"ingress on 81/UDP only, from a namespace", `
+		{"ingress on 81 UDP only, from a namespace", `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: z-udp-81, namespace: "{X}"}
