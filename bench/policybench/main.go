@@ -51,8 +51,8 @@ func main() {
 }
 
 // model: pods in 50 namespaces with app and tier labels; each policy selects
-// one app in its namespace and allows two others from a namespace selector,
-// on a numeric and a named port.
+// one app in its namespace and allows, on every port, another app from a
+// namespace selector OR an ipBlock with an except.
 func model(nPol, nPod, nodes int) ([]*policy.Pod, map[string]map[string]string, []*networkingv1.NetworkPolicy) {
 	nss := map[string]map[string]string{}
 	var pods []*policy.Pod
