@@ -52,6 +52,8 @@ type Handler struct {
 	cfg     atomic.Pointer[Config]
 	cache   atomic.Pointer[Cache]
 	rotate  atomic.Uint32
+	// packed answers of the current snapshot (packed.go), for UDP.
+	packed atomic.Pointer[packedCache]
 }
 
 // HandlerOption configures a Handler.
@@ -105,6 +107,11 @@ func (h *Handler) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	if err := w.WriteMsg(resp); err != nil {
 		h.log.Debug("write answer", "client", client, "err", err)
 	}
+	h.observe(start, client, req, resp, source, tcp)
+}
+
+// observe counts and (when switched on) logs one answered query.
+func (h *Handler) observe(start time.Time, client netip.Addr, req, resp *mdns.Msg, source string, tcp bool) {
 	took := time.Since(start)
 	if h.metrics != nil {
 		var qt uint16
@@ -193,12 +200,12 @@ func (h *Handler) fill(ctx context.Context, cfg *Config, snap *zoneData, req, re
 	before := len(resp.Answer)
 	any := qtype == mdns.TypeANY
 	if qtype == mdns.TypeA || any {
-		for _, a := range h.rotated(n.a) {
+		for _, a := range h.rotated(ctx, n.a) {
 			resp.Answer = append(resp.Answer, &mdns.A{Hdr: hdr(mdns.TypeA), A: a.AsSlice()})
 		}
 	}
 	if qtype == mdns.TypeAAAA || any {
-		for _, a := range h.rotated(n.aaaa) {
+		for _, a := range h.rotated(ctx, n.aaaa) {
 			resp.Answer = append(resp.Answer, &mdns.AAAA{Hdr: hdr(mdns.TypeAAAA), AAAA: a.AsSlice()})
 		}
 	}
@@ -266,12 +273,18 @@ func (h *Handler) chase(ctx context.Context, cfg *Config, snap *zoneData, req, r
 }
 
 // rotated returns the addresses starting at a moving offset, so that clients
-// that take the first address spread over headless endpoints.
-func (h *Handler) rotated(in []netip.Addr) []netip.Addr {
+// that take the first address spread over headless endpoints. The packed
+// answer cache (packed.go) builds one answer per offset, fixed through ctx.
+func (h *Handler) rotated(ctx context.Context, in []netip.Addr) []netip.Addr {
 	if len(in) < 2 {
 		return in
 	}
-	k := int(h.rotate.Add(1)) % len(in)
+	var k int
+	if r, ok := ctx.Value(rotationKey{}).(int); ok {
+		k = r % len(in)
+	} else {
+		k = int(h.rotate.Add(1)) % len(in)
+	}
 	out := make([]netip.Addr, 0, len(in))
 	return append(append(out, in[k:]...), in[:k]...)
 }

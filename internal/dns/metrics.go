@@ -37,6 +37,15 @@ type reqKey struct {
 
 // observe counts one request and its answer.
 func (m *Metrics) observe(tcp bool, qtype uint16, rcode int, source string, seconds float64) {
+	req, rc, obs := m.children(tcp, qtype, rcode, source)
+	req.Inc()
+	rc.Inc()
+	obs.Observe(seconds)
+}
+
+// children returns the request counter, rcode counter and duration observer
+// of one kind of answer (the packed cache keeps them per answer).
+func (m *Metrics) children(tcp bool, qtype uint16, rcode int, source string) (prometheus.Counter, prometheus.Counter, prometheus.Observer) {
 	m.mu.Lock()
 	req, ok := m.reqFast[reqKey{tcp, qtype}]
 	if !ok {
@@ -58,9 +67,7 @@ func (m *Metrics) observe(tcp bool, qtype uint16, rcode int, source string, seco
 		m.sources[source] = obs
 	}
 	m.mu.Unlock()
-	req.Inc()
-	rc.Inc()
-	obs.Observe(seconds)
+	return req, rc, obs
 }
 
 // NewMetrics registers the metrics with reg.

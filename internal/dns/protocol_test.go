@@ -25,26 +25,17 @@ func bigCluster(n int) *fakeSource {
 }
 
 // serve runs h on loopback (UDP and TCP) for the test.
-func serve(t *testing.T, h mdns.Handler) string {
+func serve(t *testing.T, h *Handler) string {
 	t.Helper()
-	servers, err := listen("127.0.0.1:0", h)
+	servers, err := listen("127.0.0.1:0", 2, h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := servers[0].PacketConn.LocalAddr().String()
-	// TCP on the same port as UDP.
-	servers[1].Listener.Close()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers[1].Listener = ln
-	for _, s := range servers {
-		go func() { _ = s.ActivateAndServe() }()
-	}
+	go func() { _ = servers.udp.Serve() }()
+	go func() { _ = servers.tcp.ActivateAndServe() }()
 	t.Cleanup(func() { shutdown(servers) })
 	time.Sleep(20 * time.Millisecond)
-	return addr
+	return servers.udp.LocalAddr().String()
 }
 
 func exchange(t *testing.T, net, addr string, m *mdns.Msg) *mdns.Msg {
