@@ -3,7 +3,8 @@
 // second and latency percentiles; `search` walks a resolver's search path the
 // way glibc does with ndots:5 and counts the round trips per name; `upstream`
 // is a tiny authoritative server answering every A query with 192.0.2.1 (an
-// upstream that stays inside the lab). Addresses must be loopback or lab ones.
+// upstream that stays inside the lab); `populate` creates Services and
+// EndpointSlices in an apiserver. Addresses must be loopback or lab ones.
 package main
 
 import (
@@ -22,7 +23,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dnsbench load|search|upstream [flags]")
+		fmt.Fprintln(os.Stderr, "usage: dnsbench load|search|upstream|populate [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -33,6 +34,8 @@ func main() {
 		err = search(os.Args[2:])
 	case "upstream":
 		err = upstream(os.Args[2:])
+	case "populate":
+		err = populate(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
