@@ -327,3 +327,125 @@ func TestDNSConfigMapReload(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSApiserverCut: an apiserver that goes away leaves DNS answering from
+// its last state (#5). Each DNS pod is cut off from the apiserver by an
+// nftables table of the test's own in the pod's network namespace (dropping
+// traffic to and from the kubernetes Service and the apiserver's address);
+// names that existed keep resolving for the whole cut, a Service created
+// meanwhile does not, and once the cut is removed it resolves.
+func TestDNSApiserverCut(t *testing.T) {
+	waitDNSReady(t)
+	ns := namespace(t, "dns-cut")
+	dnsClient(t, ns)
+	svcYAML := func(name string) string {
+		return fmt.Sprintf(`
+apiVersion: v1
+kind: Service
+metadata: {name: %s, namespace: %s}
+spec: {ports: [{name: http, port: 80}]}
+`, name, ns)
+	}
+	apply(t, svcYAML("before"))
+	before := "before." + ns + ".svc.cluster.local."
+	beforeSvc, err := cs.CoreV1().Services(ns).Get(ctx(t), "before", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the Service before the cut resolves", func() error {
+		if got := dig(t, ns, before); strings.Join(got, ",") != beforeSvc.Spec.ClusterIP {
+			return fmt.Errorf("dig %s: %v", before, got)
+		}
+		return nil
+	})
+
+	// Where the DNS pods reach the apiserver: the kubernetes Service, and the
+	// apiserver's own address behind it.
+	k8s, err := cs.CoreV1().Services("default").Get(ctx(t), "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, ports := []string{k8s.Spec.ClusterIP}, []string{"443"}
+	slices, err := cs.DiscoveryV1().EndpointSlices("default").List(ctx(t), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			addrs = append(addrs, e.Addresses...)
+		}
+		for _, p := range s.Ports {
+			if p.Port != nil {
+				ports = append(ports, strconv.Itoa(int(*p.Port)))
+			}
+		}
+	}
+	set := func(l []string) string { return "{ " + strings.Join(l, ", ") + " }" }
+	const table = "amime-e2e-cut"
+	dnsPods := readyPods(t, "kube-system", "k8s-app=kube-dns", 2)
+	for _, p := range dnsPods {
+		nft := func(args ...string) error {
+			_, err := amime(t, append([]string{"lab", "exec", "-n", "kube-system", p.Name, "--", "nft"}, args...)...)
+			return err
+		}
+		t.Cleanup(func() { _ = nft("delete", "table", "inet", table) })
+		for _, cmd := range [][]string{
+			{"add", "table", "inet", table},
+			{"add", "chain", "inet", table, "out", "{ type filter hook output priority -10 ; }"},
+			{"add", "chain", "inet", table, "in", "{ type filter hook input priority -10 ; }"},
+			{"add", "rule", "inet", table, "out", "ip", "daddr", set(addrs), "tcp", "dport", set(ports), "drop"},
+			{"add", "rule", "inet", table, "in", "ip", "saddr", set(addrs), "tcp", "sport", set(ports), "drop"},
+		} {
+			if err := nft(cmd...); err != nil {
+				t.Fatalf("cut %s off: %v", p.Name, err)
+			}
+		}
+		// The cut holds: the apiserver is out of reach from the pod.
+		if out, err := amime(t, "lab", "exec", "-n", "kube-system", p.Name, "--", "curl", "-sk", "--max-time", "2", "https://"+k8s.Spec.ClusterIP+"/healthz"); err == nil {
+			t.Fatalf("%s still reaches the apiserver: %s", p.Name, out)
+		}
+	}
+	t.Logf("DNS pods cut off from %v ports %v", addrs, ports)
+	apply(t, svcYAML("during"))
+	during := "during." + ns + ".svc.cluster.local."
+
+	// 50 s: past client-go's HTTP/2 health check (30 s idle, 15 s ping), so
+	// the informers see their connections fail, not just go quiet.
+	cutUntil := time.Now().Add(50 * time.Second)
+	n := 0
+	for time.Now().Before(cutUntil) {
+		if got := dig(t, ns, before); strings.Join(got, ",") != beforeSvc.Spec.ClusterIP {
+			t.Fatalf("during the cut (after %d good answers), dig %s: %v", n, before, got)
+		}
+		n++
+		time.Sleep(time.Second)
+	}
+	if got := dig(t, ns, during); len(got) != 0 {
+		t.Errorf("a Service created during the cut resolved: %v (the cut did not hold)", got)
+	}
+	t.Logf("%d answers from the last state during the cut", n)
+
+	for _, p := range dnsPods {
+		if _, err := amime(t, "lab", "exec", "-n", "kube-system", p.Name, "--", "nft", "delete", "table", "inet", table); err != nil {
+			t.Errorf("remove the cut of %s: %v", p.Name, err)
+		}
+	}
+	duringSvc, err := cs.CoreV1().Services(ns).Get(ctx(t), "during", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	// Both replicas must have caught up: ask several times (the ClusterIP spreads them).
+	eventually(t, 2*time.Minute, "the Service created during the cut resolves", func() error {
+		for range 6 {
+			if got := dig(t, ns, during); strings.Join(got, ",") != duringSvc.Spec.ClusterIP {
+				return fmt.Errorf("dig %s: %v", during, got)
+			}
+		}
+		return nil
+	})
+	t.Logf("new Service resolved %s after the cut was removed", time.Since(start).Round(time.Second))
+	if got := dig(t, ns, before); strings.Join(got, ",") != beforeSvc.Spec.ClusterIP {
+		t.Errorf("after the cut, dig %s: %v", before, got)
+	}
+}
