@@ -17,3 +17,6 @@ type ConfigMap struct {
 	Consumer string
 	Keys     []Key
 }
+
+// K is a Key, written compactly in the lists.
+func K(name, def, meaning string) Key { return Key{Name: name, Default: def, Meaning: meaning} }
