@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -116,9 +117,19 @@ func TestNativeRoutingLab(t *testing.T) {
 // extraLab brings up a second, two-node lab for one test and removes it after.
 func extraLab(t *testing.T, name string, flags ...string) *kubernetes.Clientset {
 	t.Helper()
-	down := func() { _, _ = run(context.Background(), *amimeBin, "lab", "down", "--name", name) }
-	down()
-	t.Cleanup(down)
+	down := func() error {
+		_, err := run(context.Background(), *amimeBin, "lab", "down", "--name", name)
+		return err
+	}
+	_ = down()
+	t.Cleanup(func() {
+		if err := down(); err != nil {
+			t.Errorf("lab down --name %s: %v", name, err)
+		}
+		if _, err := os.Stat("/var/lib/amime-lab/" + name); err == nil {
+			t.Errorf("lab down --name %s left its state directory", name)
+		}
+	})
 	out, err := run(context.Background(), *amimeBin, append([]string{"lab", "up", "--name", name, "--nodes", "2"}, flags...)...)
 	if err != nil {
 		t.Fatal(err)
