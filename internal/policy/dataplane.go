@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/knftables"
 )
@@ -20,11 +21,25 @@ type Dataplane struct {
 	nft        knftables.Interface
 	logGroup   uint16
 	programmed *Desired // nil: the next apply is full
+	// gen is the policy generation programmed in the base chains (see
+	// baseRules); never 0, the mark of connections no agent has judged.
+	gen uint8
 }
 
 // NewDataplane returns a dataplane on nft (knftables.New(knftables.InetFamily, Table), or a fake).
 func NewDataplane(nft knftables.Interface, logGroup uint16) *Dataplane {
-	return &Dataplane{nft: nft, logGroup: logGroup}
+	// A new process starts at a generation its predecessor is unlikely to
+	// have left in the conntrack marks, so that its first sync judges every
+	// connection again.
+	return &Dataplane{nft: nft, logGroup: logGroup, gen: uint8(time.Now().UnixNano()%255) + 1}
+}
+
+// nextGen moves to the next generation, skipping 0.
+func (dp *Dataplane) nextGen() {
+	dp.gen++
+	if dp.gen == 0 {
+		dp.gen = 1
+	}
 }
 
 // Apply programs d. It reports whether the sync was full and the number of
@@ -37,7 +52,8 @@ func (dp *Dataplane) Apply(ctx context.Context, d *Desired) (full bool, ops int,
 	}
 	tx := dp.nft.NewTransaction()
 	if full {
-		staticObjects(tx, dp.logGroup)
+		dp.nextGen()
+		staticObjects(tx, dp.logGroup, dp.gen)
 		for _, m := range vmaps {
 			tx.Flush(&knftables.Map{Name: m})
 		}
@@ -130,6 +146,17 @@ func (dp *Dataplane) Apply(ctx context.Context, d *Desired) (full bool, ops int,
 	ops = tx.NumOperations()
 	if ops == 0 {
 		return full, 0, nil
+	}
+	if !full {
+		// Something changed: every connection is judged again once.
+		dp.nextGen()
+		for _, c := range []string{"forward", "input"} {
+			tx.Flush(&knftables.Chain{Name: c})
+		}
+		for _, r := range baseRules(dp.gen) {
+			tx.Add(&knftables.Rule{Chain: r[0], Rule: r[1]})
+		}
+		ops = tx.NumOperations()
 	}
 	if err := dp.nft.Run(ctx, tx); err != nil {
 		dp.programmed = nil

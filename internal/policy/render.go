@@ -195,7 +195,7 @@ func addrType(f string) string {
 
 // staticObjects adds the table, its maps and its static chains with their
 // rules; the base chains are flushed and rewritten, the maps left alone.
-func staticObjects(tx *knftables.Transaction, logGroup uint16) {
+func staticObjects(tx *knftables.Transaction, logGroup uint16, gen uint8) {
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("amime: NetworkPolicy")})
 	for _, m := range vmaps {
 		typ := "ipv4_addr"
@@ -213,28 +213,48 @@ func staticObjects(tx *knftables.Transaction, logGroup uint16) {
 		tx.Add(&knftables.Chain{Name: c})
 		tx.Flush(&knftables.Chain{Name: c})
 	}
-	for _, r := range staticRules(logGroup) {
+	for _, r := range staticRules(logGroup, gen) {
 		tx.Add(&knftables.Rule{Chain: r[0], Rule: r[1]})
 	}
+}
+
+// genMask is the part of the conntrack mark that holds the policy generation
+// under which a connection was last judged allowed (the top byte; the rest of
+// the mark is left to others).
+const genMask = 0xff000000
+
+// baseRules are the rules of the two base chains for generation gen.
+//
+// Replies and ICMP errors of a connection whose first packet was allowed
+// pass. Original-direction packets of a connection already judged allowed
+// under the current generation pass at the cost of one comparison; every sync
+// that changes the table moves to a new generation, so the next packet of
+// every connection is judged again: a new policy that denies a connection
+// cuts it (the issue's and upstream e2e's expectation) and deleting one leaves
+// it working. A packet that passes the vmaps records the generation.
+func baseRules(gen uint8) [][2]string {
+	g := uint32(gen) << 24
+	var out [][2]string
+	for _, c := range []string{"forward", "input"} {
+		out = append(out, [2]string{c, "ct direction reply accept"}, [2]string{c, "ct state related accept"},
+			[2]string{c, fmt.Sprintf("ct mark and 0x%08x == 0x%08x accept", uint32(genMask), g)},
+			[2]string{c, "ip saddr vmap @egress-v4"}, [2]string{c, "ip6 saddr vmap @egress-v6"})
+		// Input is traffic to the node's own addresses: only the egress of the
+		// sending pod applies.
+		if c == "forward" {
+			out = append(out, [2]string{"forward", "ip daddr vmap @ingress-v4"}, [2]string{"forward", "ip6 daddr vmap @ingress-v6"})
+		}
+		out = append(out, [2]string{c, fmt.Sprintf("ct mark set ct mark and 0x%08x or 0x%08x", uint32(^uint32(genMask)), g)})
+	}
+	return out
 }
 
 func staticChains() []string {
 	return []string{"log-allow-ingress", "log-allow-egress", "log-deny-ingress", "log-deny-egress"}
 }
 
-func staticRules(logGroup uint16) [][2]string {
-	var out [][2]string
-	for _, c := range []string{"forward", "input"} {
-		// Replies and ICMP errors of a connection whose first packet was
-		// allowed pass; every original-direction packet is judged again, so a
-		// new policy that denies a connection cuts it (the issue's and upstream
-		// e2e's expectation) and deleting one leaves it working.
-		out = append(out, [2]string{c, "ct direction reply accept"}, [2]string{c, "ct state related accept"},
-			[2]string{c, "ip saddr vmap @egress-v4"}, [2]string{c, "ip6 saddr vmap @egress-v6"})
-	}
-	// Input is traffic to the node's own addresses: only the egress of the
-	// sending pod applies.
-	out = append(out, [2]string{"forward", "ip daddr vmap @ingress-v4"}, [2]string{"forward", "ip6 daddr vmap @ingress-v6"})
+func staticRules(logGroup uint16, gen uint8) [][2]string {
+	out := baseRules(gen)
 	for _, dir := range []string{"ingress", "egress"} {
 		out = append(out,
 			[2]string{"log-allow-" + dir, fmt.Sprintf(`ct state new limit rate %s log prefix "%s%s " group %d`, logRate, pfxAllow, dir, logGroup)},
