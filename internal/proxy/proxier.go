@@ -379,27 +379,15 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		if !full && p.sets[name] == spec {
 			continue
 		}
-		typ, timeout, _ := strings.Cut(spec, "|")
-		tx.Add(&knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))})
+		tx.Add(affinitySet(name, spec))
 	}
-	// Every chain exists before any rule jumps to it (affinity chains point at
-	// their per-endpoint chains).
 	var changed []string
 	for name, rules := range chains {
 		if full || !equalRules(p.chains[name], rules) {
 			changed = append(changed, name)
 		}
 	}
-	sort.Strings(changed)
-	for _, name := range changed {
-		tx.Add(&knftables.Chain{Name: name})
-	}
-	for _, name := range changed {
-		tx.Flush(&knftables.Chain{Name: name})
-		for _, r := range chains[name] {
-			tx.Add(&knftables.Rule{Chain: name, Rule: r})
-		}
-	}
+	writeChains(tx, chains, changed)
 	for id, e := range elements {
 		if full {
 			tx.Add(elementObj(e))
@@ -485,23 +473,13 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 		staticObjects(tx, cfg)
 		chains, elements, sets, _, _ := merge([]renderedService{r})
 		for name, spec := range sets {
-			typ, timeout, _ := strings.Cut(spec, "|")
-			tx.Add(&knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))})
+			tx.Add(affinitySet(name, spec))
 		}
 		names := make([]string, 0, len(chains))
 		for name := range chains {
 			names = append(names, name)
 		}
-		sort.Strings(names)
-		for _, name := range names {
-			tx.Add(&knftables.Chain{Name: name})
-		}
-		for _, name := range names {
-			tx.Flush(&knftables.Chain{Name: name})
-			for _, rule := range chains[name] {
-				tx.Add(&knftables.Rule{Chain: name, Rule: rule})
-			}
-		}
+		writeChains(tx, chains, names)
 		for _, e := range elements {
 			tx.Add(elementObj(e))
 		}
@@ -583,4 +561,27 @@ func DeleteTable(ctx context.Context, nft knftables.Interface) error {
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
 	return nft.Run(ctx, tx)
+}
+
+// affinitySet is the timed set of a ClientIP affinity, from its spec
+// ("type|timeout seconds").
+func affinitySet(name, spec string) *knftables.Set {
+	typ, timeout, _ := strings.Cut(spec, "|")
+	return &knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))}
+}
+
+// writeChains (re)writes the named chains, in name order. Every chain exists
+// before any rule jumps to it (affinity chains point at their per-endpoint
+// chains), so all are added before any is filled.
+func writeChains(tx *knftables.Transaction, chains map[string][]string, names []string) {
+	sort.Strings(names)
+	for _, name := range names {
+		tx.Add(&knftables.Chain{Name: name})
+	}
+	for _, name := range names {
+		tx.Flush(&knftables.Chain{Name: name})
+		for _, r := range chains[name] {
+			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+		}
+	}
 }
