@@ -20,6 +20,7 @@ import (
 	"amime.dev/amime/internal/masq"
 	"amime.dev/amime/internal/routing"
 	"amime.dev/amime/internal/status"
+	"amime.dev/amime/internal/syncloop"
 )
 
 // routingController keeps the node's routes, overlay, masquerade and CNI
@@ -61,29 +62,10 @@ func (c *routingController) ready() error {
 // run syncs on every change, at most every 100 ms, at least every resync
 // period, and retries failures with back-off.
 func (c *routingController) run(ctx context.Context) {
-	resync := time.NewTicker(c.cfg.ResyncPeriod)
-	defer resync.Stop()
-	backoff := time.Duration(0)
-	c.enqueue()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.kick:
-		case <-resync.C:
-		}
-		if err := c.sync(ctx); err != nil {
-			c.log.Warn("routing sync", "err", err)
-			backoff = min(max(2*backoff, time.Second), 30*time.Second)
-			go func(d time.Duration) {
-				time.Sleep(d)
-				c.enqueue()
-			}(backoff)
-		} else {
-			backoff = 0
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	syncloop.Loop{MinInterval: 100 * time.Millisecond, Resync: c.cfg.ResyncPeriod, MinBackoff: time.Second, MaxBackoff: 30 * time.Second,
+		Sync: c.sync, Kick: c.enqueue,
+		Failed: func(err error) { c.log.Warn("routing sync", "err", err) },
+	}.Run(ctx, c.kick)
 }
 
 func toNode(n *corev1.Node) routing.Node {

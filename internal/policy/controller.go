@@ -14,6 +14,7 @@ import (
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 
 	"amime.dev/amime/internal/status"
+	"amime.dev/amime/internal/syncloop"
 )
 
 // Controller enforces NetworkPolicy for the pods of one node. Informer events
@@ -67,30 +68,10 @@ func (c *Controller) OnChange() {
 
 // Run syncs on changes, at most every minInterval, and every resync.
 func (c *Controller) Run(ctx context.Context, minInterval, resync time.Duration) {
-	t := time.NewTicker(resync)
-	defer t.Stop()
-	backoff := time.Duration(0)
-	c.OnChange()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.kick:
-		case <-t.C:
-		}
-		if err := c.Sync(ctx); err != nil {
-			c.log.Warn("policy sync failed; the previous rules stay in place", "err", err)
-			backoff = min(max(2*backoff, 200*time.Millisecond), 10*time.Second)
-			time.AfterFunc(backoff, c.OnChange)
-		} else {
-			backoff = 0
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(minInterval):
-		}
-	}
+	syncloop.Loop{MinInterval: minInterval, Resync: resync, MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
+		Sync: c.Sync, Kick: c.OnChange,
+		Failed: func(err error) { c.log.Warn("policy sync failed; the previous rules stay in place", "err", err) },
+	}.Run(ctx, c.kick)
 }
 
 // BuildSnapshot reads the caches. It also returns each namespace's log mode.

@@ -17,6 +17,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"sigs.k8s.io/knftables"
+
+	"amime.dev/amime/internal/syncloop"
 )
 
 // Proxier programs the Service proxy table from the informer caches. Events only
@@ -117,26 +119,10 @@ func (p *Proxier) OnChange() {
 
 // Run syncs on changes (at most every minInterval) and periodically.
 func (p *Proxier) Run(ctx context.Context, minInterval, resync time.Duration) {
-	t := time.NewTicker(resync)
-	defer t.Stop()
-	backoff := time.Duration(0)
-	p.OnChange()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-p.kick:
-		case <-t.C:
-		}
-		if err := p.Sync(ctx); err != nil {
-			p.log.Warn("service proxy sync failed; the previous rules stay in place", "err", err)
-			backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
-			go func(d time.Duration) { time.Sleep(d); p.OnChange() }(backoff)
-		} else {
-			backoff = 0
-		}
-		time.Sleep(minInterval)
-	}
+	syncloop.Loop{MinInterval: minInterval, Resync: resync, MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second,
+		Sync: p.Sync, Kick: p.OnChange,
+		Failed: func(err error) { p.log.Warn("service proxy sync failed; the previous rules stay in place", "err", err) },
+	}.Run(ctx, p.kick)
 }
 
 // Healthy reports the last sync's result (for /healthz and /readyz).
