@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -32,7 +33,21 @@ func main() {
 	small := flag.Int("small", 10, "Services in the baseline run")
 	large := flag.Int("services", 10000, "Services in the large run")
 	eps := flag.Int("endpoints", 10, "endpoints per Service")
+	backend := flag.String("backend", "netlink", "how the proxy programs the kernel: netlink (as the agent does) or nft (the nft binary)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the large run here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ns := "amime-bench-proxy"
 	_ = netns.Delete(ns)
 	if err := netns.Add(ns); err != nil {
@@ -40,10 +55,10 @@ func main() {
 		os.Exit(1)
 	}
 	defer netns.Delete(ns)
-	fmt.Printf("proxy programming, %d endpoints per Service, real nftables in a throwaway namespace\n", *eps)
+	fmt.Printf("proxy programming through %s, %d endpoints per Service, real nftables in a throwaway namespace\n", *backend, *eps)
 	var base result
 	for i, n := range []int{*small, *large} {
-		r, err := measure(ns, n, *eps)
+		r, err := measure(ns, n, *eps, *backend == "netlink")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "proxybench:", err)
 			os.Exit(1)
@@ -83,7 +98,7 @@ func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error 
 	return err
 }
 
-func measure(ns string, n, eps int) (result, error) {
+func measure(ns string, n, eps int, useNetlink bool) (result, error) {
 	var r result
 	svcIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	sliceIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
@@ -107,6 +122,9 @@ func measure(ns string, n, eps int) (result, error) {
 	c := &countingNFT{Interface: nft}
 	p := proxy.NewProxier(proxy.Config{NodeName: "bench-node"}, c, corelisters.NewServiceLister(svcIdx),
 		discoverylisters.NewEndpointSliceLister(sliceIdx), nil, nil, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if useNetlink {
+		p.UseNetlink()
+	}
 	ctx := context.Background()
 	err = netns.Do(netns.Path(ns), func() error {
 		// Start from an empty table, as a new node would.
@@ -123,7 +141,7 @@ func measure(ns string, n, eps int) (result, error) {
 			return err
 		}
 		r.change = time.Since(start)
-		r.ops = c.last
+		r.ops = p.LastSyncOperations()
 		return proxy.DeleteTable(ctx, nft)
 	})
 	var m runtime.MemStats

@@ -157,6 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 		slices := factory.Discovery().V1().EndpointSlices()
 		proxier = proxy.NewProxier(proxy.Config{NodeName: cfg.NodeName, ClusterCIDRs: cfg.ClusterCIDRs}, nft,
 			svcs.Lister(), slices.Lister(), proxy.Conntrack{}, proxy.NewMetrics(m.reg), log.With("controller", "proxy"))
+		proxier.UseNetlink()
 		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 		defer broadcaster.Shutdown()

@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -86,6 +88,12 @@ func staticObjects(tx *knftables.Transaction, cfg Config) {
 		// refuses a second value for a key, and an ip DNAT rule does nothing
 		// to an IPv6 packet).
 		tx.Add(&knftables.Map{Name: "service-nodeports-" + f, Type: "inet_proto . inet_service : verdict"})
+		for _, proto := range endpointProtocols {
+			for _, name := range endpointMaps(v6, proto) {
+				tx.Add(&knftables.Map{Name: name, TypeOf: "numgen random mod 1 : " + ipKw(v6) + " daddr . " + proto + " dport",
+					Comment: knftables.PtrTo("slot : endpoint; a Service chain's numgen picks the slot")})
+			}
+		}
 		tx.Add(&knftables.Map{Name: "no-endpoint-nodeports-" + f, Type: "inet_proto . inet_service : verdict"})
 	}
 
@@ -143,9 +151,9 @@ func staticObjects(tx *knftables.Transaction, cfg Config) {
 // programmed is what the proxy wrote for one Service port, so that a later sync
 // changes only what differs.
 type programmed struct {
-	chains   map[string][]string // chain name → rules
-	elements []element           // map and set elements
-	sets     []string            // affinity sets
+	chains   map[string][]rule // chain name → rules
+	elements []element         // map and set elements
+	sets     []string          // affinity sets
 	// Computed once per render (merge runs on every sync over all Services):
 	ids     []string // elements[i].id()
 	claims  []string // the set and key of elements[i]
@@ -170,6 +178,17 @@ type element struct {
 	value []string
 }
 
+// equal reports whether two elements are the same key and value.
+func (e element) equal(o element) bool {
+	return e.set == o.set && slices.Equal(e.key, o.key) && slices.Equal(e.value, o.value)
+}
+
+// splitSet splits an affinity set's "name|type|timeout".
+func splitSet(s string) (name, spec string) {
+	name, spec, _ = strings.Cut(s, "|")
+	return name, spec
+}
+
 // claim is the map or set and key an element occupies: one value per claim.
 func (e element) claim() string { return e.set + "|" + strings.Join(e.key, " . ") }
 
@@ -177,14 +196,15 @@ func (e element) id() string {
 	return e.set + "|" + strings.Join(e.key, " . ") + "|" + strings.Join(e.value, " ")
 }
 
-// renderPort computes the chains and elements of one Service port.
-func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
+// renderPort computes the chains and elements of one Service port; slots gives
+// each chain that spreads over endpoints its place in the endpoint maps.
+func renderPort(sp *ServicePort, sel Selection, cfg Config, slots *endpointSlots) programmed {
 	key := sp.Key()
 	v6 := sp.IPv6
 	f := fam(v6)
 	proto := l4(string(sp.Protocol))
 	port := fmt.Sprint(sp.Port)
-	p := programmed{chains: map[string][]string{}}
+	p := programmed{chains: map[string][]rule{}}
 	svcChain := chainName("svc", key)
 	extChain := chainName("ext", key)
 	hasExternal := sp.NodePort != 0 || len(sp.ExternalIPs) > 0
@@ -199,8 +219,8 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 		}
 	}
 	if len(sel.Internal) > 0 {
-		rules := []string{fmt.Sprintf("%s saddr != @cluster-cidrs-%s meta mark set meta mark | %s", ipKw(v6), f, markMasq)}
-		rules = append(rules, dnatRules(&p, sp, svcChain, sel.Internal)...)
+		rules := []rule{{v6: v6, saddrSet: "cluster-cidrs-" + f, notInSet: true, markMasq: true}}
+		rules = append(rules, dnatRules(&p, sp, svcChain, sel.Internal, slots)...)
 		p.chains[svcChain] = rules
 	}
 	// External path: NodePort, external IPs, load-balancer IPs.
@@ -226,24 +246,24 @@ func renderPort(sp *ServicePort, sel Selection, cfg Config) programmed {
 				p.elements = append(p.elements, element{set: "service-nodeports-" + f, key: k, value: []string{"goto " + extChain}})
 			}
 		}
-		var rules []string
+		var rules []rule
 		if shortCircuit {
 			rules = append(rules,
-				fmt.Sprintf("%s saddr @cluster-cidrs-%s goto %s", ipKw(v6), f, svcChain),
-				"fib saddr type local goto "+svcChain)
+				rule{v6: v6, saddrSet: "cluster-cidrs-" + f, gotoChain: svcChain},
+				rule{v6: v6, fibLocal: true, gotoChain: svcChain})
 		}
 		switch {
 		case len(sel.External) > 0:
 			if !sp.ExternalLocal {
 				// Policy Cluster: the endpoint may be on another node, so the reply
 				// must come back through this one.
-				rules = append(rules, "meta mark set meta mark | "+markMasq)
+				rules = append(rules, rule{v6: v6, markMasq: true})
 			}
-			rules = append(rules, dnatRules(&p, sp, extChain, sel.External)...)
+			rules = append(rules, dnatRules(&p, sp, extChain, sel.External, slots)...)
 		case shortCircuit:
 			// No local endpoint: clients from outside are dropped (the load
 			// balancer's health check steers them to other nodes).
-			rules = append(rules, "goto drop-chain")
+			rules = append(rules, rule{v6: v6, gotoChain: "drop-chain"})
 		}
 		if len(rules) > 0 {
 			p.chains[extChain] = rules
@@ -276,51 +296,128 @@ func noEndpointVerdict(sp *ServicePort, external bool) string {
 	return "goto reject-chain"
 }
 
-// dnatRules spreads new connections over the endpoints with one rule per
-// endpoint: rule i matches with probability 1/(n-i) (`numgen random mod n-i
-// == 0`) and the last always, which picks each endpoint with probability 1/n.
-// A packet walks at most its own Service's endpoints, never other Services'.
-// No anonymous sets are used: the kernel finds a free name for each anonymous
-// set by walking all sets of the table, which made programming 10,000 Services
-// quadratic. With ClientIP affinity each endpoint gets a chain that records the
-// client in a timed set, and known clients go straight to their endpoint.
-func dnatRules(p *programmed, sp *ServicePort, chain string, eps []Endpoint) []string {
+// dnatRules spreads new connections over the endpoints. The chain's one rule
+// picks a slot with numgen (`numgen random mod N offset K`) and looks the slot
+// up in an endpoint map (slot → address . port), so replacing an endpoint
+// changes map elements only. That matters at scale: the kernel re-validates
+// every chain reachable from the base chains whenever a rule or a verdict-map
+// element changes (about 40 ms at 10,000 Services), but not when the elements
+// of a plain map change (under a millisecond). The slots of all chains are
+// spread over endpointShards maps per family: the kernel checks every element
+// of a map against every rule that looks it up, so one shared map would make
+// loading quadratic, and a map per Service costs a set per Service.
+//
+// With ClientIP affinity each endpoint gets a chain that records the client in
+// a timed set, and known clients go straight to their endpoint.
+func dnatRules(p *programmed, sp *ServicePort, chain string, eps []Endpoint, slots *endpointSlots) []rule {
 	proto := l4(string(sp.Protocol))
-	ipkw := ipKw(sp.IPv6)
-	target := func(e Endpoint) string {
-		if sp.IPv6 {
-			return fmt.Sprintf("[%s]:%d", e.IP, e.Port)
-		}
-		return fmt.Sprintf("%s:%d", e.IP, e.Port)
+	dnat := func(e Endpoint) rule {
+		return rule{v6: sp.IPv6, proto: proto, dest: netip.AddrPortFrom(e.IP, uint16(e.Port))}
 	}
-	pick := func(i int) string {
+	pick := func(i int) int {
 		if i == len(eps)-1 {
-			return ""
+			return 0
 		}
-		return fmt.Sprintf("numgen random mod %d == 0 ", len(eps)-i)
+		return len(eps) - i
 	}
-	var rules []string
+	var rules []rule
 	if sp.AffinityTimeout > 0 {
-		var spread []string
+		var spread []rule
 		for i, e := range eps {
 			// Named after the endpoint, not its position, so that clients keep
 			// their endpoint when others come and go.
 			epChain := chainName(chain+"-ep", e.String())
 			set := chainName(chain+"-aff", e.String())
 			p.sets = append(p.sets, fmt.Sprintf("%s|%s|%d", set, addrType(sp.IPv6), sp.AffinityTimeout))
-			rules = append(rules, fmt.Sprintf("%s saddr @%s goto %s", ipkw, set, epChain))
-			spread = append(spread, pick(i)+"goto "+epChain)
-			p.chains[epChain] = []string{
-				fmt.Sprintf("update @%s { %s saddr }", set, ipkw),
-				fmt.Sprintf("meta l4proto %s dnat %s to %s", proto, ipkw, target(e)),
-			}
+			rules = append(rules, rule{v6: sp.IPv6, saddrSet: set, gotoChain: epChain})
+			spread = append(spread, rule{v6: sp.IPv6, pick: pick(i), gotoChain: epChain})
+			p.chains[epChain] = []rule{{v6: sp.IPv6, update: set}, dnat(e)}
 		}
 		return append(rules, spread...)
 	}
-	for i, e := range eps {
-		rules = append(rules, fmt.Sprintf("%smeta l4proto %s dnat %s to %s", pick(i), proto, ipkw, target(e)))
+	if len(eps) > maxSlots {
+		eps = eps[:maxSlots] // 65,536 endpoints on one Service port: the rest wait
 	}
-	return rules
+	m, offset := slots.get(chain, endpointMaps(sp.IPv6, proto))
+	for i, e := range eps {
+		p.elements = append(p.elements, element{set: m, key: []string{fmt.Sprint(offset + uint32(i))},
+			value: []string{e.IP.String(), fmt.Sprint(e.Port)}})
+	}
+	return []rule{{v6: sp.IPv6, proto: proto, epMap: m, epMod: len(eps), epOffset: offset}}
+}
+
+// endpointShards is the number of endpoint maps per family and protocol. The
+// maps are per protocol because nft (1.0.6) refuses a rule with `meta l4proto
+// tcp` against a map whose value is typed `th dport` once the map comes from
+// the kernel rather than the same transaction.
+const endpointShards = 32
+
+// maxSlots is the number of endpoints a chain can spread over: a chain's slots
+// are offset + 0 … offset + maxSlots-1.
+const maxSlots = 1 << 16
+
+var endpointProtocols = []string{"tcp", "udp", "sctp"}
+
+var endpointMapNames = func() map[string][]string {
+	out := map[string][]string{}
+	for _, f := range []string{"v4", "v6"} {
+		for _, proto := range endpointProtocols {
+			for i := range endpointShards {
+				out[f+"-"+proto] = append(out[f+"-"+proto], fmt.Sprintf("endpoints-%s-%s-%02d", f, proto, i))
+			}
+		}
+	}
+	return out
+}()
+
+// endpointMaps lists the endpoint maps of a family and protocol.
+func endpointMaps(v6 bool, proto string) []string { return endpointMapNames[fam(v6)+"-"+proto] }
+
+// endpointSlots gives each chain that spreads over endpoints a map (by a hash
+// of its name) and a range of slots in it (offset = an id << 16, the id the
+// smallest free one of that map), stable for as long as the chain exists, so
+// that an endpoint change rewrites map elements and not the chain's rule.
+type endpointSlots struct {
+	byChain map[string]slot
+	next    map[string]uint32 // per map: ids below are in use or free
+	free    map[string][]uint32
+}
+
+type slot struct {
+	m      string
+	offset uint32
+}
+
+func newEndpointSlots() *endpointSlots {
+	return &endpointSlots{byChain: map[string]slot{}, next: map[string]uint32{}, free: map[string][]uint32{}}
+}
+
+func (s *endpointSlots) get(chain string, maps []string) (m string, offset uint32) {
+	if sl, ok := s.byChain[chain]; ok {
+		return sl.m, sl.offset
+	}
+	h := fnv.New32a()
+	h.Write([]byte(chain))
+	m = maps[h.Sum32()%uint32(len(maps))]
+	var id uint32
+	if n := len(s.free[m]); n > 0 {
+		id = s.free[m][n-1]
+		s.free[m] = s.free[m][:n-1]
+	} else {
+		// 65,536 ids per map: two million chains per family and protocol.
+		id = s.next[m]
+		s.next[m]++
+	}
+	s.byChain[chain] = slot{m, id << 16}
+	return m, id << 16
+}
+
+// release frees the slots of a chain that is gone.
+func (s *endpointSlots) release(chain string) {
+	if sl, ok := s.byChain[chain]; ok {
+		delete(s.byChain, chain)
+		s.free[sl.m] = append(s.free[sl.m], sl.offset>>16)
+	}
 }
 
 func addrType(v6 bool) string {

@@ -121,7 +121,7 @@ func TestProgram(t *testing.T) {
 }
 
 // renderProgram writes Program's output in a stable text form.
-func renderProgram(chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int) string {
+func renderProgram(chains map[string][]rule, elements map[string]element, sets map[string]string, local map[string]int) string {
 	var b strings.Builder
 	for _, name := range sortedKeys(chains) {
 		fmt.Fprintf(&b, "chain %s\n", name)
@@ -174,7 +174,7 @@ func staticTable(t *testing.T) *knftables.FakeTable {
 // checkProgram checks what the kernel would refuse in a transaction: two
 // elements with one key in one map (EEXIST), references to chains, sets or maps
 // that do not exist.
-func checkProgram(t *testing.T, chains map[string][]string, elements map[string]element, sets map[string]string) {
+func checkProgram(t *testing.T, chains map[string][]rule, elements map[string]element, sets map[string]string) {
 	t.Helper()
 	st := staticTable(t)
 	chainExists := func(n string) bool { _, ok := chains[n]; return ok || st.Chains[n] != nil }
@@ -202,7 +202,8 @@ func checkProgram(t *testing.T, chains map[string][]string, elements map[string]
 		if !strings.HasPrefix(name, "svc-") && !strings.HasPrefix(name, "ext-") {
 			t.Errorf("chain %s: not named svc-/ext- (a full sync would not clean it up)", name)
 		}
-		for _, r := range rules {
+		for _, rl := range rules {
+			r := rl.String()
 			for _, ref := range refs(r, "goto", "jump") {
 				if !chainExists(ref) {
 					t.Errorf("chain %s rule %q: no chain %q", name, r, ref)
@@ -353,12 +354,12 @@ func TestAffinityFollowsEndpoint(t *testing.T) {
 		chains, _, sets, _ := Program([]*ServicePort{p}, testConfig)
 		out := map[string]string{}
 		for _, rules := range chains {
-			if len(rules) == 2 && strings.HasPrefix(rules[0], "update @") {
-				set := strings.TrimPrefix(strings.Fields(rules[0])[1], "@")
+			if len(rules) == 2 && rules[0].update != "" {
+				set := rules[0].update
 				if _, ok := sets[set]; !ok {
 					t.Errorf("rule %q: no set %s", rules[0], set)
 				}
-				out[set] = rules[1][strings.LastIndex(rules[1], " ")+1:]
+				out[set] = rules[1].dest.String()
 			}
 		}
 		return out

@@ -3,7 +3,11 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"maps"
+	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,16 +43,20 @@ type Proxier struct {
 
 	kick chan struct{}
 
-	mu        sync.Mutex
-	needFull  bool
-	chains    map[string][]string
-	elements  map[string]element
-	owner     map[string]string // element claim → id of the element programmed for it
-	sets      map[string]string
+	mu       sync.Mutex
+	needFull bool
+	// What is programmed (as of the last successful sync): chains by name,
+	// sets by name, elements by claim (map or set and key).
+	chains   map[string][]rule
+	elements map[string]element
+	sets     map[string]string
+	// want is the desired content, kept up to date by each sync.
+	want      *desiredTable
 	udpEps    map[string]map[string]bool // UDP Service port → endpoints, for conntrack cleanup
 	lastSync  time.Time
 	lastOK    time.Time // last sync that succeeded, for /status
 	lastError error
+	lastOps   int // operations of the last transaction
 	ports     []*ServicePort
 	local     map[string]int // health check node port → local endpoints
 	changedAt time.Time      // oldest unsynced change, for programming latency
@@ -56,6 +64,10 @@ type Proxier struct {
 	// rendered caches each Service's computed ports and rules by the resource
 	// versions they came from, so that a sync recomputes only what changed.
 	rendered map[string]renderedService
+	// slots places each chain's endpoints in the endpoint maps.
+	slots *endpointSlots
+	// netlink: program through nftbatch instead of the nft binary.
+	netlink bool
 	// refused holds the Services whose rules the kernel refused, by the
 	// version it refused; they stay out of the table until they change.
 	refused map[string]string
@@ -93,8 +105,36 @@ type ConntrackCleaner interface {
 func NewProxier(cfg Config, nft knftables.Interface, svcs corelisters.ServiceLister, slices discoverylisters.EndpointSliceLister, ct ConntrackCleaner, m *Metrics, log *slog.Logger) *Proxier {
 	return &Proxier{cfg: cfg, nft: nft, services: svcs, slices: slices, ct: ct, metrics: m, log: log,
 		kick: make(chan struct{}, 1), needFull: true,
-		chains: map[string][]string{}, elements: map[string]element{}, sets: map[string]string{}, udpEps: map[string]map[string]bool{},
-		rendered: map[string]renderedService{}, refused: map[string]string{}}
+		chains: map[string][]rule{}, elements: map[string]element{}, sets: map[string]string{}, udpEps: map[string]map[string]bool{},
+		want:     newDesiredTable(),
+		rendered: map[string]renderedService{}, refused: map[string]string{}, slots: newEndpointSlots()}
+}
+
+// UseNetlink makes the proxier program the kernel through netlink batches
+// (nftbatch) instead of the nft binary; the static chains of a full sync still
+// go through knftables. The agent does this; unit tests keep the knftables
+// fake.
+func (p *Proxier) UseNetlink() {
+	p.mu.Lock()
+	p.netlink = true
+	p.mu.Unlock()
+}
+
+func (p *Proxier) newWriter() writer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.netlink {
+		return newNetlinkWriter(p.nft)
+	}
+	return newKnftWriter(p.nft)
+}
+
+// LastSyncOperations is the number of operations of the last sync's
+// transaction (benchmarks report it).
+func (p *Proxier) LastSyncOperations() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastOps
 }
 
 // SetZone sets the node's topology zone before the first sync.
@@ -167,14 +207,14 @@ func (p *Proxier) HealthCheckPorts() []int32 {
 // slices are listed once and grouped by Service, and a Service whose object and
 // slices did not change since the last sync reuses what was computed then, so
 // the cost of a sync follows what changed, not the number of Services.
-func (p *Proxier) desiredState(cfg Config) ([]renderedService, []string, error) {
+func (p *Proxier) desiredState(cfg Config) ([]renderedService, []delta, []string, error) {
 	svcs, err := p.services.List(labels.Everything())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	all, err := p.slices.List(labels.Everything())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	byService := make(map[string][]*discoveryv1.EndpointSlice, len(svcs))
 	for _, sl := range all {
@@ -185,6 +225,7 @@ func (p *Proxier) desiredState(cfg Config) ([]renderedService, []string, error) 
 	}
 	out := make([]renderedService, 0, len(svcs))
 	var problems []string
+	var deltas []delta
 	next := make(map[string]renderedService, len(svcs))
 	for _, svc := range svcs {
 		if Skip(svc) != "" {
@@ -200,10 +241,11 @@ func (p *Proxier) desiredState(cfg Config) ([]renderedService, []string, error) 
 			}
 			delete(p.refused, key)
 		}
-		if r, ok := p.rendered[key]; ok && version != "" && r.version == version && r.zone == cfg.Zone {
-			r.fresh = false
-			next[key] = r
-			out = append(out, r)
+		old, had := p.rendered[key]
+		if had && version != "" && old.version == version && old.zone == cfg.Zone {
+			old.fresh = false
+			next[key] = old
+			out = append(out, old)
 			continue
 		}
 		sps, probs := BuildServicePorts(svc, slices)
@@ -214,38 +256,59 @@ func (p *Proxier) desiredState(cfg Config) ([]renderedService, []string, error) 
 		for _, sp := range sps {
 			sel := Select(sp, cfg.NodeName, cfg.Zone)
 			r.sels = append(r.sels, sel)
-			r.progs = append(r.progs, renderPort(sp, sel, cfg))
+			r.progs = append(r.progs, renderPort(sp, sel, cfg, p.slots))
 		}
 		next[key] = r
 		out = append(out, r)
+		d := delta{new: &r}
+		if had {
+			d.old = &old
+		}
+		deltas = append(deltas, d)
+	}
+	for key, old := range p.rendered {
+		if _, ok := next[key]; !ok {
+			deltas = append(deltas, delta{old: &old})
+		}
 	}
 	p.rendered = next
-	return out, problems, nil
+	return out, deltas, problems, nil
 }
 
-// resourceVersions identifies the state a Service was computed from; objects
-// without resource versions (tests) are never cached.
+// delta is a Service whose contribution to the table changed: old (nil when
+// new) is replaced by new (nil when gone).
+type delta struct{ old, new *renderedService }
+
+// resourceVersions identifies the state a Service was computed from: its
+// resource version and a sum of hashes of its slices' names and versions (the
+// sum does not depend on the order the cache lists them in, and needs no
+// sorting or string building: this runs for every Service on every sync).
+// Objects without resource versions (tests) are never cached.
 func resourceVersions(svcRV string, slices []*discoveryv1.EndpointSlice) string {
 	if svcRV == "" {
 		return ""
 	}
-	parts := []string{svcRV}
+	var sum uint64
 	for _, sl := range slices {
 		if sl.ResourceVersion == "" {
 			return ""
 		}
-		parts = append(parts, sl.Name+"@"+sl.ResourceVersion)
+		h := fnv.New64a()
+		h.Write([]byte(sl.Name))
+		h.Write([]byte{0})
+		h.Write([]byte(sl.ResourceVersion))
+		sum += h.Sum64()
 	}
-	sort.Strings(parts[1:])
-	return strings.Join(parts, ",")
+	return svcRV + "/" + strconv.Itoa(len(slices)) + "/" + strconv.FormatUint(sum, 36)
 }
 
 // Program renders the full desired table contents: chains and elements.
-func Program(ports []*ServicePort, cfg Config) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int) {
+func Program(ports []*ServicePort, cfg Config) (chains map[string][]rule, elements map[string]element, sets map[string]string, local map[string]int) {
 	var rs []renderedService
+	slots := newEndpointSlots()
 	for _, sp := range ports {
 		sel := Select(sp, cfg.NodeName, cfg.Zone)
-		rs = append(rs, renderedService{ports: []*ServicePort{sp}, sels: []Selection{sel}, progs: []programmed{renderPort(sp, sel, cfg)}})
+		rs = append(rs, renderedService{ports: []*ServicePort{sp}, sels: []Selection{sel}, progs: []programmed{renderPort(sp, sel, cfg, slots)}})
 	}
 	chains, elements, sets, local, _ = merge(rs)
 	return chains, elements, sets, local
@@ -253,8 +316,8 @@ func Program(ports []*ServicePort, cfg Config) (chains map[string][]string, elem
 
 // merge combines the rendered Services into the table's contents; owner maps
 // each element claim (map or set and key) to the id of the element kept for it.
-func merge(rs []renderedService) (chains map[string][]string, elements map[string]element, sets map[string]string, local map[string]int, owner map[string]string) {
-	chains, elements, sets, local = map[string][]string{}, map[string]element{}, map[string]string{}, map[string]int{}
+func merge(rs []renderedService) (chains map[string][]rule, elements map[string]element, sets map[string]string, local map[string]int, owner map[string]string) {
+	chains, elements, sets, local = map[string][]rule{}, map[string]element{}, map[string]string{}, map[string]int{}
 	type claim struct{ id, port string }
 	claimed := map[string]claim{} // set and key → element and its Service port
 	for _, r := range rs {
@@ -282,7 +345,7 @@ func merge(rs []renderedService) (chains map[string][]string, elements map[strin
 				elements[id] = e
 			}
 			for _, s := range pr.sets {
-				name, rest, _ := strings.Cut(s, "|")
+				name, rest := splitSet(s)
 				sets[name] = rest
 			}
 			key := sp.Namespace + "/" + sp.Name
@@ -312,14 +375,27 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	cfg := p.cfg
 	p.mu.Unlock()
-	rendered, problems, err := p.desiredState(cfg)
+	rendered, deltas, problems, err := p.desiredState(cfg)
 	if err != nil {
 		return err
 	}
 	for _, pr := range problems {
 		p.log.Warn("service skipped in part", "problem", pr)
 	}
-	chains, elements, sets, local, owner := merge(rendered)
+	want := p.want
+	for _, d := range deltas {
+		if d.old != nil {
+			want.remove(d.old)
+		}
+		if d.new != nil {
+			want.add(d.new)
+		}
+	}
+	for name := range want.dirtyChains {
+		if _, ok := want.chains[name]; !ok {
+			p.slots.release(name)
+		}
+	}
 	var ports []*ServicePort
 	for _, r := range rendered {
 		ports = append(ports, r.ports...)
@@ -331,21 +407,30 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.changedAt = time.Time{}
 	p.mu.Unlock()
 
-	tx := p.nft.NewTransaction()
+	// A partial sync looks only at what the changes touched.
+	chainNames, setNames, claimKeys := want.dirtyChains, want.dirtySets, want.dirtyClaims
+	if full {
+		chainNames, setNames, claimKeys = keySet(want.chains), keySet(want.sets), keySet(want.claims)
+	}
+	tx := p.newWriter()
 	var stale []string
 	if full {
-		staticObjects(tx, cfg)
+		tx.static(cfg)
 		for _, m := range []string{"service-ips-v4", "service-ips-v6", "no-endpoint-services-v4", "no-endpoint-services-v6",
-			"service-nodeports-v4", "service-nodeports-v6", "no-endpoint-nodeports-v4", "no-endpoint-nodeports-v6"} {
-			tx.Flush(&knftables.Map{Name: m})
+			"service-nodeports-v4", "service-nodeports-v6", "no-endpoint-nodeports-v4", "no-endpoint-nodeports-v6",
+			"hairpin-v4", "hairpin-v6"} {
+			tx.flushSet(m)
 		}
-		tx.Flush(&knftables.Set{Name: "hairpin-v4"})
-		tx.Flush(&knftables.Set{Name: "hairpin-v6"})
+		for _, names := range endpointMapNames {
+			for _, m := range names {
+				tx.flushSet(m)
+			}
+		}
 		// Whatever a previous process programmed and is no longer wanted.
 		existing, err := p.nft.List(ctx, "chains")
 		if err == nil {
 			for _, c := range existing {
-				if (strings.HasPrefix(c, "svc-") || strings.HasPrefix(c, "ext-")) && chains[c] == nil {
+				if (strings.HasPrefix(c, "svc-") || strings.HasPrefix(c, "ext-")) && want.chains[c] == nil {
 					stale = append(stale, c)
 				}
 			}
@@ -353,7 +438,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		existingSets, err := p.nft.List(ctx, "sets")
 		if err == nil {
 			for _, s := range existingSets {
-				if strings.Contains(s, "-aff") && sets[s] == "" {
+				if _, ok := want.sets[s]; strings.Contains(s, "-aff") && !ok {
 					stale = append(stale, "set:"+s)
 				}
 			}
@@ -361,48 +446,50 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	}
 	// Add sets, then chains, then the elements that point at them; remove old
 	// elements before the chains and sets they point at.
-	for name, spec := range sets {
-		if !full && p.sets[name] == spec {
-			continue
+	for _, name := range slices.Sorted(maps.Keys(setNames)) {
+		spec, ok := want.sets[name]
+		_, had := p.sets[name]
+		switch {
+		case ok && (full || p.sets[name] != spec):
+			tx.addSet(name, spec)
+		case !ok && had && !full:
+			stale = append(stale, "set:"+name)
 		}
-		tx.Add(affinitySet(name, spec))
 	}
 	var changed []string
-	for name, rules := range chains {
-		if full || !equalRules(p.chains[name], rules) {
+	for name := range chainNames {
+		rules, ok := want.chains[name]
+		_, had := p.chains[name]
+		switch {
+		case ok && (full || !equalRules(p.chains[name], rules)):
 			changed = append(changed, name)
+		case !ok && had && !full:
+			stale = append(stale, name)
 		}
 	}
-	writeChains(tx, chains, changed)
-	for id, e := range elements {
-		if full {
-			tx.Add(elementObj(e))
-			continue
-		}
-		if _, ok := p.elements[id]; !ok {
-			// A changed verdict for the same key replaces the element.
-			if oid, ok := p.owner[e.claim()]; ok && oid != id {
-				tx.Delete(elementObj(p.elements[oid]))
+	writeChains(tx, want.chains, changed)
+	var gone []element
+	for c := range claimKeys {
+		e, ok := want.elem(c)
+		old, had := p.elements[c]
+		switch {
+		case full:
+			if ok {
+				tx.addElement(e)
 			}
-			tx.Add(elementObj(e))
+		case ok && had && e.equal(old):
+		case ok:
+			// A changed value for the same key replaces the element.
+			if had {
+				tx.deleteElement(old)
+			}
+			tx.addElement(e)
+		case had:
+			gone = append(gone, old)
 		}
 	}
-	if !full {
-		for id, e := range p.elements {
-			if _, ok := elements[id]; !ok && owner[e.claim()] == "" {
-				tx.Delete(elementObj(e))
-			}
-		}
-		for name := range p.chains {
-			if _, ok := chains[name]; !ok {
-				stale = append(stale, name)
-			}
-		}
-		for name := range p.sets {
-			if _, ok := sets[name]; !ok {
-				stale = append(stale, "set:"+name)
-			}
-		}
+	for _, e := range gone {
+		tx.deleteElement(e)
 	}
 	// Chains first (they reference the affinity sets), then sets; by name, so
 	// that a Service chain goes before the per-endpoint chains it jumps to
@@ -416,14 +503,15 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	})
 	for _, s := range stale {
 		if name, ok := strings.CutPrefix(s, "set:"); ok {
-			tx.Delete(&knftables.Set{Name: name})
+			tx.deleteSet(name)
 		} else {
-			tx.Delete(&knftables.Chain{Name: s})
+			tx.deleteChain(s)
 		}
 	}
-	err = p.nft.Run(ctx, tx)
+	err = tx.run(ctx)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lastOps = tx.numOperations()
 	p.lastSync = time.Now()
 	p.lastError = err
 	if err == nil {
@@ -436,13 +524,52 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			// Program everything else at once; the refused ones wait for a change.
 			go p.OnChange()
 		}
-		return fmt.Errorf("program table %s (%d operations): %w", Table, tx.NumOperations(), err)
+		return fmt.Errorf("program table %s (%d operations): %w", Table, tx.numOperations(), err)
 	}
 	p.needFull = false
-	p.chains, p.elements, p.owner, p.sets, p.ports, p.local = chains, elements, owner, sets, ports, local
+	if full {
+		p.chains, p.sets = maps.Clone(want.chains), maps.Clone(want.sets)
+		p.elements = make(map[string]element, len(want.claims))
+	}
+	syncMap(p.chains, want.chains, chainNames)
+	syncMap(p.sets, want.sets, setNames)
+	for c := range claimKeys {
+		if e, ok := want.elem(c); ok {
+			p.elements[c] = e
+		} else {
+			delete(p.elements, c)
+		}
+	}
+	want.clearDirty()
+	p.ports, p.local = ports, want.localCopy()
 	p.metrics.synced(full, time.Since(start), changedAt, ports)
 	p.cleanupConntrack(ports)
+	if full && tx.numOperations() > 10000 {
+		// A large full sync leaves tens of megabytes of garbage (the batch
+		// above all) that the runtime would hand back to the system only
+		// over minutes; the agent's steady memory is what the node pays.
+		debug.FreeOSMemory()
+	}
 	return nil
+}
+
+func keySet[V any](m map[string]V) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+// syncMap makes dst[k] = src[k] (or absent) for the keys given.
+func syncMap[V any](dst, src map[string]V, keys map[string]bool) {
+	for k := range keys {
+		if v, ok := src[k]; ok {
+			dst[k] = v
+		} else {
+			delete(dst, k)
+		}
+	}
 }
 
 // findRefused checks, after a failed transaction, each Service computed in this
@@ -455,23 +582,22 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 		if !r.fresh || r.version == "" {
 			continue
 		}
-		tx := p.nft.NewTransaction()
-		staticObjects(tx, cfg)
+		w := newKnftWriter(p.nft)
+		w.static(cfg)
 		chains, elements, sets, _, _ := merge([]renderedService{r})
 		for name, spec := range sets {
-			tx.Add(affinitySet(name, spec))
+			w.addSet(name, spec)
 		}
 		names := make([]string, 0, len(chains))
 		for name := range chains {
 			names = append(names, name)
 		}
-		writeChains(tx, chains, names)
+		writeChains(w, chains, names)
 		for _, e := range elements {
-			tx.Add(elementObj(e))
+			w.addElement(e)
 		}
-		if err := p.nft.Check(ctx, tx); err != nil {
+		if err := p.nft.Check(ctx, w.tx); err != nil {
 			p.refused[r.key] = r.version
-			delete(p.rendered, r.key)
 			p.log.Warn("service left out of the proxy: the kernel refuses its rules", "service", r.key, "err", err)
 			bad = append(bad, r.key)
 			if p.events != nil {
@@ -486,7 +612,7 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 	return bad
 }
 
-func equalRules(a, b []string) bool {
+func equalRules(a, b []rule) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -559,15 +685,15 @@ func affinitySet(name, spec string) *knftables.Set {
 // writeChains (re)writes the named chains, in name order. Every chain exists
 // before any rule jumps to it (affinity chains point at their per-endpoint
 // chains), so all are added before any is filled.
-func writeChains(tx *knftables.Transaction, chains map[string][]string, names []string) {
+func writeChains(tx writer, chains map[string][]rule, names []string) {
 	sort.Strings(names)
 	for _, name := range names {
-		tx.Add(&knftables.Chain{Name: name})
+		tx.addChain(name)
 	}
 	for _, name := range names {
-		tx.Flush(&knftables.Chain{Name: name})
+		tx.flushChain(name)
 		for _, r := range chains[name] {
-			tx.Add(&knftables.Rule{Chain: name, Rule: r})
+			tx.addRule(name, r)
 		}
 	}
 }

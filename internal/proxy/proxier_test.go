@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -178,18 +181,44 @@ func (e *env) scratchDump() string {
 
 // normalizeDump sorts the element lines of a fake dump (the fake keeps them in
 // insertion order, which follows map iteration); chains and rules keep theirs.
+// A rule that picks its endpoint from an endpoint map shows the endpoints of
+// its slots instead, and the endpoint maps' elements go: where a chain's slots
+// lie depends on the order in which chains came and went, what they hold must
+// not.
 func normalizeDump(d string) string {
 	var other, elems []string
+	slots := map[string]string{} // "map slot" → endpoint
 	for _, l := range strings.Split(strings.TrimSuffix(d, "\n"), "\n") {
+		if m := endpointElementRE.FindStringSubmatch(l); m != nil {
+			slots[m[1]+" "+m[2]] = m[3]
+			continue
+		}
 		if strings.HasPrefix(l, "add element ") {
 			elems = append(elems, l)
 		} else {
 			other = append(other, l)
 		}
 	}
+	for i, l := range other {
+		other[i] = endpointRuleRE.ReplaceAllStringFunc(l, func(r string) string {
+			m := endpointRuleRE.FindStringSubmatch(r)
+			n, _ := strconv.Atoi(m[1])
+			off, _ := strconv.Atoi(m[2])
+			var eps []string
+			for k := off; k < off+n; k++ {
+				eps = append(eps, slots[fmt.Sprintf("%s %d", m[3], k)])
+			}
+			return "{ " + strings.Join(eps, ", ") + " }"
+		})
+	}
 	sort.Strings(elems)
 	return strings.Join(append(other, elems...), "\n") + "\n"
 }
+
+var (
+	endpointElementRE = regexp.MustCompile(`^add element \S+ \S+ (endpoints-\S+) \{ (\d+) : (.*) \}$`)
+	endpointRuleRE    = regexp.MustCompile(`numgen random mod (\d+)(?: offset (\d+))? map @(endpoints-\S+)`)
+)
 
 var tcpPorts = []discoveryv1.EndpointPort{slicePort("", corev1.ProtocolTCP, 8080)}
 
@@ -240,13 +269,20 @@ func clusterServices() []any {
 
 // touches lists the chain names, sets and addresses of a Service's ports, so
 // that a transaction can be checked to be about it alone.
-func touches(ns, name string, ports []*ServicePort) []string {
+func touches(slots map[string]slot, ns, name string, ports []*ServicePort) []string {
 	var out []string
 	for _, sp := range ports {
 		if sp.Namespace != ns || sp.Name != name {
 			continue
 		}
 		out = append(out, chainName("svc", sp.Key()), chainName("ext", sp.Key()))
+		for _, c := range []string{chainName("svc", sp.Key()), chainName("ext", sp.Key())} {
+			if sl, ok := slots[c]; ok {
+				for i := range len(sp.Endpoints) {
+					out = append(out, fmt.Sprintf("%s { %d ", sl.m, sl.offset+uint32(i)))
+				}
+			}
+		}
 		for _, ip := range append(append([]netipAddr(nil), sp.ClusterIPs...), sp.ExternalIPs...) {
 			out = append(out, "{ "+ip.String()+" . ")
 		}
@@ -345,7 +381,7 @@ func testSyncFullAndIncremental(t *testing.T, versioned bool) {
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			before := e.p.ports
+			before, beforeSlots := e.p.ports, maps.Clone(e.p.slots.byChain)
 			s.change()
 			e.sync()
 			tx := e.nft.last()
@@ -355,7 +391,7 @@ func testSyncFullAndIncremental(t *testing.T, versioned bool) {
 			if tx.NumOperations() == 0 {
 				t.Errorf("no operation for a change")
 			}
-			checkOnly(t, tx, append(touches(s.ns, s.svc, before), touches(s.ns, s.svc, e.p.ports)...))
+			checkOnly(t, tx, append(touches(beforeSlots, s.ns, s.svc, before), touches(e.p.slots.byChain, s.ns, s.svc, e.p.ports)...))
 			golden.Check(t, "sync/"+s.name, e.dump())
 			if diff := cmp.Diff(e.scratchDump(), e.dump()); diff != "" {
 				t.Errorf("incremental result differs from a sync from scratch (-scratch +incremental):\n%s", diff)
@@ -385,7 +421,7 @@ func TestPartialSyncSize(t *testing.T) {
 			e.add(o)
 		}
 		e.sync()
-		before := e.p.ports
+		before, beforeSlots := e.p.ports, maps.Clone(e.p.slots.byChain)
 		e.update(newSlice("default", "web-1", "web", v4, tcpPorts, ep("10.244.1.2", onNode("node-a")), ep("10.244.2.3", onNode("node-b"))))
 		e.sync()
 		tx := e.nft.last()
@@ -393,7 +429,7 @@ func TestPartialSyncSize(t *testing.T) {
 		if tx.NumOperations() >= 10 {
 			t.Errorf("with %d other Services, one endpoint change takes %d operations:\n%s", others, tx.NumOperations(), tx)
 		}
-		checkOnly(t, tx, append(touches("default", "web", before), touches("default", "web", e.p.ports)...))
+		checkOnly(t, tx, append(touches(beforeSlots, "default", "web", before), touches(e.p.slots.byChain, "default", "web", e.p.ports)...))
 	}
 	if ops[0] != ops[50] || ops[0] != ops[51] {
 		t.Errorf("operations depend on the number of other Services: %v", ops)
@@ -665,8 +701,10 @@ func TestSetZone(t *testing.T) {
 		chain := chainName("svc", "default/pc:/TCP/v4")
 		rules := func() string {
 			var s []string
-			for _, r := range e.nft.Table.Chains[chain].Rules {
-				s = append(s, r.Rule)
+			for _, l := range strings.Split(e.dump(), "\n") {
+				if strings.HasPrefix(l, "add rule inet "+Table+" "+chain+" ") {
+					s = append(s, l)
+				}
 			}
 			return strings.Join(s, "\n")
 		}
