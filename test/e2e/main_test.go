@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -125,11 +126,18 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 	return buf.String(), nil
 }
 
-// kubectl runs the real kubectl against the lab.
+// kubectl runs the real kubectl against the lab. Its output keeps stderr (a
+// command run by `kubectl exec` writes there) but not client-go's own log lines
+// ("E1122 06:03:39.508894 21289 websocket.go:296] Unknown stream id 1, …"),
+// which it prints now and then on an exec stream and which are no part of what
+// the command printed.
 func kubectl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	return run(context.Background(), "kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	out, err := run(context.Background(), "kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	return klogLine.ReplaceAllString(out, ""), err
 }
+
+var klogLine = regexp.MustCompile(`(?m)^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w.-]+:\d+\] .*\n`)
 
 // mustKubectl fails the test when kubectl fails.
 func mustKubectl(t *testing.T, args ...string) string {
