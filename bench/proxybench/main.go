@@ -79,7 +79,9 @@ type result struct {
 	heapMiB, rssMiB float64
 }
 
-// countingNFT counts the operations of each transaction it runs.
+// countingNFT prints the small transactions that go through the nft binary, and
+// how long each took, when PROXYBENCH_DUMP is set (with -backend netlink only
+// the static part of a full sync does).
 type countingNFT struct {
 	knftables.Interface
 	last int

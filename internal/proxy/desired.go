@@ -35,10 +35,7 @@ func newDesiredTable() *desiredTable {
 
 // add records what r contributes.
 func (d *desiredTable) add(r *renderedService) {
-	for i, pr := range r.progs {
-		if len(pr.ids) != len(pr.elements) {
-			pr.index(r.ports[i].Key())
-		}
+	for _, pr := range r.progs {
 		for name, rules := range pr.chains {
 			d.chains[name] = rules
 			d.dirtyChains[name] = true
@@ -67,16 +64,13 @@ func (d *desiredTable) add(r *renderedService) {
 		for _, sel := range r.sels {
 			n = max(n, len(sel.Local))
 		}
-		d.local[key] = n
+		d.local[key] = max(d.local[key], n) // Program gives a Service's ports one by one
 	}
 }
 
 // remove takes back what r contributed.
 func (d *desiredTable) remove(r *renderedService) {
-	for i, pr := range r.progs {
-		if len(pr.ids) != len(pr.elements) {
-			pr.index(r.ports[i].Key())
-		}
+	for _, pr := range r.progs {
 		for name := range pr.chains {
 			delete(d.chains, name)
 			d.dirtyChains[name] = true

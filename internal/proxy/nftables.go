@@ -154,20 +154,17 @@ type programmed struct {
 	chains   map[string][]rule // chain name → rules
 	elements []element         // map and set elements
 	sets     []string          // affinity sets
-	// Computed once per render (merge runs on every sync over all Services):
-	ids     []string // elements[i].id()
+	// Computed once per render, so that a sync that reuses a cached render
+	// does no string building for it:
 	claims  []string // the set and key of elements[i]
 	portKey string   // the Service port's Key()
 }
 
-// index fills the strings merge needs, so that a sync that reuses a cached
-// render does no string building for it.
+// index fills the claims the desired table needs.
 func (p *programmed) index(portKey string) {
 	p.portKey = portKey
-	p.ids = make([]string, len(p.elements))
 	p.claims = make([]string, len(p.elements))
 	for i, e := range p.elements {
-		p.ids[i] = e.id()
 		p.claims[i] = e.claim()
 	}
 }

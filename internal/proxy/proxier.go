@@ -310,53 +310,23 @@ func Program(ports []*ServicePort, cfg Config) (chains map[string][]rule, elemen
 		sel := Select(sp, cfg.NodeName, cfg.Zone)
 		rs = append(rs, renderedService{ports: []*ServicePort{sp}, sels: []Selection{sel}, progs: []programmed{renderPort(sp, sel, cfg, slots)}})
 	}
-	chains, elements, sets, local, _ = merge(rs)
-	return chains, elements, sets, local
+	return merge(rs)
 }
 
-// merge combines the rendered Services into the table's contents; owner maps
-// each element claim (map or set and key) to the id of the element kept for it.
-func merge(rs []renderedService) (chains map[string][]rule, elements map[string]element, sets map[string]string, local map[string]int, owner map[string]string) {
-	chains, elements, sets, local = map[string][]rule{}, map[string]element{}, map[string]string{}, map[string]int{}
-	type claim struct{ id, port string }
-	claimed := map[string]claim{} // set and key → element and its Service port
-	for _, r := range rs {
-		for i, pr := range r.progs {
-			sp := r.ports[i]
-			if len(pr.ids) != len(pr.elements) {
-				pr.index(sp.Key())
-			}
-			for name, rules := range pr.chains {
-				chains[name] = rules
-			}
-			for j, e := range pr.elements {
-				// One key, one value: when two Services claim an address and
-				// port (externalIPs are free-form), the port first by key keeps
-				// it, whatever the order of the caches; the kernel would refuse
-				// the whole transaction.
-				id, k := pr.ids[j], pr.claims[j]
-				if c, ok := claimed[k]; ok && c.id != id {
-					if c.port < pr.portKey {
-						continue
-					}
-					delete(elements, c.id)
-				}
-				claimed[k] = claim{id, pr.portKey}
-				elements[id] = e
-			}
-			for _, s := range pr.sets {
-				name, rest := splitSet(s)
-				sets[name] = rest
-			}
-			key := sp.Namespace + "/" + sp.Name
-			local[key] = max(local[key], len(r.sels[i].Local))
-		}
+// merge combines rendered Services into the table's contents, elements by id
+// (Program and the check of a refused Service; a sync keeps its desiredTable
+// up to date instead of merging everything).
+func merge(rs []renderedService) (chains map[string][]rule, elements map[string]element, sets map[string]string, local map[string]int) {
+	d := newDesiredTable()
+	for i := range rs {
+		d.add(&rs[i])
 	}
-	owner = make(map[string]string, len(claimed))
-	for k, c := range claimed {
-		owner[k] = c.id
+	elements = make(map[string]element, len(d.claims))
+	for c := range d.claims {
+		e, _ := d.elem(c)
+		elements[e.id()] = e
 	}
-	return chains, elements, sets, local, owner
+	return d.chains, elements, d.sets, d.local
 }
 
 // isMap tells maps from sets among the proxy's element containers.
@@ -461,7 +431,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		rules, ok := want.chains[name]
 		_, had := p.chains[name]
 		switch {
-		case ok && (full || !equalRules(p.chains[name], rules)):
+		case ok && (full || !slices.Equal(p.chains[name], rules)):
 			changed = append(changed, name)
 		case !ok && had && !full:
 			stale = append(stale, name)
@@ -584,7 +554,7 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 		}
 		w := newKnftWriter(p.nft)
 		w.static(cfg)
-		chains, elements, sets, _, _ := merge([]renderedService{r})
+		chains, elements, sets, _ := merge([]renderedService{r})
 		for name, spec := range sets {
 			w.addSet(name, spec)
 		}
@@ -610,23 +580,6 @@ func (p *Proxier) findRefused(ctx context.Context, cfg Config, rendered []render
 		}
 	}
 	return bad
-}
-
-func equalRules(a, b []rule) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func parseSeconds(s string) time.Duration {
-	n, _ := strconv.Atoi(s)
-	return time.Duration(n) * time.Second
 }
 
 // cleanupConntrack deletes UDP conntrack entries to endpoints that went away, so
@@ -678,8 +631,16 @@ func DeleteTable(ctx context.Context, nft knftables.Interface) error {
 // affinitySet is the timed set of a ClientIP affinity, from its spec
 // ("type|timeout seconds").
 func affinitySet(name, spec string) *knftables.Set {
-	typ, timeout, _ := strings.Cut(spec, "|")
-	return &knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(parseSeconds(timeout))}
+	typ, timeout := affinitySpec(spec)
+	return &knftables.Set{Name: name, Type: typ, Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(timeout)}
+}
+
+// affinitySpec reads the "type|timeout seconds" the renderer writes for an
+// affinity set.
+func affinitySpec(spec string) (typ string, timeout time.Duration) {
+	typ, secs, _ := strings.Cut(spec, "|")
+	n, _ := strconv.Atoi(secs)
+	return typ, time.Duration(n) * time.Second
 }
 
 // writeChains (re)writes the named chains, in name order. Every chain exists

@@ -348,38 +348,7 @@ func testSyncFullAndIncremental(t *testing.T, versioned bool) {
 		t.Errorf("sync without change: %d operations:\n%s", tx.NumOperations(), tx)
 	}
 
-	steps := []struct {
-		name   string
-		change func()
-		// The Service the partial transaction may touch, before and after.
-		ns, svc string
-	}{
-		{"add-service", func() {
-			e.add(newService("default", "new", []string{"10.96.0.20"}))
-			e.add(newSlice("default", "new-1", "new", v4, tcpPorts, ep("10.244.1.20", onNode("node-a")), ep("10.244.2.20", onNode("node-b"))))
-		}, "default", "new"},
-		{"change-endpoint", func() {
-			e.update(newSlice("default", "web-1", "web", v4, tcpPorts,
-				ep("10.244.1.2", onNode("node-a")), ep("10.244.2.9", onNode("node-b")), ep("10.244.3.2", onNode("node-c"))))
-		}, "default", "web"},
-		{"affinity-endpoint-added", func() {
-			e.update(newSlice("default", "aff-1", "aff", v4, tcpPorts,
-				ep("10.244.1.6", onNode("node-a")), ep("10.244.1.7", onNode("node-a")), ep("10.244.3.7", onNode("node-c"))))
-		}, "default", "aff"},
-		{"local-endpoint-gone", func() {
-			e.update(newSlice("default", "npl-1", "npl", v4, tcpPorts, ep("10.244.2.4", onNode("node-b"))))
-		}, "default", "npl"},
-		{"endpoints-appear", func() {
-			e.add(newSlice("default", "empty-1", "empty", v4, tcpPorts, ep("10.244.3.15", onNode("node-c"))))
-		}, "default", "empty"},
-		{"delete-affinity-service", func() {
-			e.delete(newService("default", "aff", []string{"10.96.0.14"}))
-		}, "default", "aff"},
-		{"delete-dual-stack-service", func() {
-			e.delete(newService("default", "dual", nil))
-		}, "default", "dual"},
-	}
-	for _, s := range steps {
+	for _, s := range changeSteps(e) {
 		t.Run(s.name, func(t *testing.T) {
 			before, beforeSlots := e.p.ports, maps.Clone(e.p.slots.byChain)
 			s.change()
@@ -764,5 +733,43 @@ func TestRefusedServiceLeftOut(t *testing.T) {
 	}
 	if dump := e.nft.Dump(); !strings.Contains(dump, "10.96.0.20 . tcp . 80") {
 		t.Errorf("the changed Service is not programmed:\n%s", dump)
+	}
+}
+
+// changeStep is one kind of change to clusterServices' caches.
+type changeStep struct {
+	name   string
+	change func()
+	// The Service the partial transaction may touch, before and after.
+	ns, svc string
+}
+
+// changeSteps are the changes the sync tests apply in turn to e.
+func changeSteps(e *env) []changeStep {
+	return []changeStep{
+		{"add-service", func() {
+			e.add(newService("default", "new", []string{"10.96.0.20"}))
+			e.add(newSlice("default", "new-1", "new", v4, tcpPorts, ep("10.244.1.20", onNode("node-a")), ep("10.244.2.20", onNode("node-b"))))
+		}, "default", "new"},
+		{"change-endpoint", func() {
+			e.update(newSlice("default", "web-1", "web", v4, tcpPorts,
+				ep("10.244.1.2", onNode("node-a")), ep("10.244.2.9", onNode("node-b")), ep("10.244.3.2", onNode("node-c"))))
+		}, "default", "web"},
+		{"affinity-endpoint-added", func() {
+			e.update(newSlice("default", "aff-1", "aff", v4, tcpPorts,
+				ep("10.244.1.6", onNode("node-a")), ep("10.244.1.7", onNode("node-a")), ep("10.244.3.7", onNode("node-c"))))
+		}, "default", "aff"},
+		{"local-endpoint-gone", func() {
+			e.update(newSlice("default", "npl-1", "npl", v4, tcpPorts, ep("10.244.2.4", onNode("node-b"))))
+		}, "default", "npl"},
+		{"endpoints-appear", func() {
+			e.add(newSlice("default", "empty-1", "empty", v4, tcpPorts, ep("10.244.3.15", onNode("node-c"))))
+		}, "default", "empty"},
+		{"delete-affinity-service", func() {
+			e.delete(newService("default", "aff", []string{"10.96.0.14"}))
+		}, "default", "aff"},
+		{"delete-dual-stack-service", func() {
+			e.delete(newService("default", "dual", nil))
+		}, "default", "dual"},
 	}
 }

@@ -3,9 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
@@ -120,16 +118,11 @@ func (w *netlinkWriter) flushSet(name string) { w.ops++; w.flushPending(); w.b.F
 func (w *netlinkWriter) addSet(name, spec string) {
 	w.ops++
 	w.flushPending()
-	typ, timeout, _ := strings.Cut(spec, "|")
-	s := nftbatch.SetSpec{Name: name, KeyType: 7, KeyLen: 4, Dynamic: true}
+	typ, timeout := affinitySpec(spec)
+	s := nftbatch.SetSpec{Name: name, KeyType: 7, KeyLen: 4, Dynamic: true, Timeout: timeout}
 	if typ == "ipv6_addr" {
 		s.KeyType, s.KeyLen = 8, 16
 	}
-	secs, err := strconv.Atoi(timeout)
-	if err != nil {
-		w.fail(fmt.Errorf("affinity set %s: timeout %q", name, timeout))
-	}
-	s.Timeout = time.Duration(secs) * time.Second
 	w.b.AddSet(s)
 }
 

@@ -100,32 +100,7 @@ func TestNetlinkWriterMatchesNft(t *testing.T) {
 			t.Errorf("the full sync has no rule with %q", shape)
 		}
 	}
-	steps := []struct {
-		name   string
-		change func()
-	}{
-		{"add-service", func() {
-			e.add(newService("default", "new", []string{"10.96.0.20"}))
-			e.add(newSlice("default", "new-1", "new", v4, tcpPorts, ep("10.244.1.20", onNode("node-a")), ep("10.244.2.20", onNode("node-b"))))
-		}},
-		{"change-endpoint", func() {
-			e.update(newSlice("default", "web-1", "web", v4, tcpPorts,
-				ep("10.244.1.2", onNode("node-a")), ep("10.244.2.9", onNode("node-b")), ep("10.244.3.2", onNode("node-c"))))
-		}},
-		{"affinity-endpoint-added", func() {
-			e.update(newSlice("default", "aff-1", "aff", v4, tcpPorts,
-				ep("10.244.1.6", onNode("node-a")), ep("10.244.1.7", onNode("node-a")), ep("10.244.3.7", onNode("node-c"))))
-		}},
-		{"local-endpoint-gone", func() {
-			e.update(newSlice("default", "npl-1", "npl", v4, tcpPorts, ep("10.244.2.4", onNode("node-b"))))
-		}},
-		{"endpoints-appear", func() {
-			e.add(newSlice("default", "empty-1", "empty", v4, tcpPorts, ep("10.244.3.15", onNode("node-c"))))
-		}},
-		{"delete-affinity-service", func() { e.delete(newService("default", "aff", []string{"10.96.0.14"})) }},
-		{"delete-dual-stack-service", func() { e.delete(newService("default", "dual", nil)) }},
-	}
-	for _, st := range steps {
+	for _, st := range changeSteps(e) {
 		st.change()
 		compare(st.name)
 	}
