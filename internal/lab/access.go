@@ -74,9 +74,12 @@ func (l *Lab) Exec(ctx context.Context, t ExecTarget, argv []string) (int, error
 		}
 		r, ok := l.nodeDaemon(i).running()
 		if ok {
-			// Join the node runtime: the node's network, UTS (hostname) and mount
-			// (node-private paths such as /etc/cni/net.d) namespaces.
-			args = []string{"--target", strconv.Itoa(r.Pid), "--net", "--uts", "--mount"}
+			// Join the node runtime's UTS (hostname) and mount (node-private
+			// paths such as /etc/cni/net.d) namespaces, and the node's network
+			// namespace by its pin: a process's /proc/PID/ns/net is its first
+			// thread's, which is not the node's if that thread ever entered a
+			// pod's namespace.
+			args = []string{"--target", strconv.Itoa(r.Pid), "--net=" + netns.Path(l.NodeNetns(i)), "--uts", "--mount"}
 		} else {
 			args = []string{"--net=" + netns.Path(l.NodeNetns(i))}
 		}

@@ -1,9 +1,12 @@
 // Package netns runs work inside Linux network namespaces.
 //
 // A network namespace belongs to an OS thread, not to a Go process, so every helper
-// here locks a throwaway goroutine to its thread, switches that thread, and lets the
-// thread die with the goroutine instead of switching it back: a thread that failed to
-// switch back would otherwise run unrelated goroutines in the wrong namespace.
+// here locks a throwaway goroutine to its thread, switches that thread, and switches
+// it back before unlocking it. A thread that cannot be switched back stays locked
+// and ends with the goroutine. Leaving the thread switched is not an option even
+// then for the main thread: the Go runtime never ends the process's first thread,
+// it parks it, and /proc/PID/ns/net (what nsenter --target and every tool that
+// inspects a process reads) is that thread's namespace.
 package netns
 
 import (
@@ -20,12 +23,26 @@ func Do(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: the thread exits with this goroutine.
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := enter(path); err != nil {
+			// setns failed: the thread is where it was.
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		// Otherwise the thread stays locked and ends with this goroutine; fn's
+		// work was done, so its result is still the answer.
+		errc <- err
 	}()
 	return <-errc
 }
