@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # NetworkPolicy packet path: new-connection rate between two pods (throwaway
-# namespaces client — node — server) without a policy table and with the real
-# inet amime-policy table for 1,000 policies and 5,000 pods, alternating in the
-# same run; and the RSS of a process holding the objects and the controller's
+# namespaces client — node — server) with no table, and with the real inet
+# amime-policy table for no policy, 10 policies and 1,000 policies / 5,000 pods,
+# each round measuring every condition; and the RSS of a process holding the objects and the controller's
 # state at that scale. Needs root, bin/amime-pod, wrk, curl, conntrack.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,9 +1,10 @@
 // Command policydp measures NetworkPolicy's packet path: the rate of new TCP
-// connections (one HTTP request each) between two pods with no policy table,
-// and with the real table inet amime-policy programmed by the real controller
-// (policy.Controller.Sync over listers) for 1,000 policies and 5,000 pods all
-// on the node, the two pods isolated in both directions and allowed by
-// policy. Both in the same run, alternating. Three throwaway network
+// connections (one HTTP request each) between two pods with no table at all,
+// with the real table inet amime-policy programmed by the real controller
+// (policy.Controller.Sync over listers) for no policy, and for 10 and 1,000
+// policies (50 and 5,000 pods all on the node), the two pods isolated in both
+// directions and allowed by policy. All in the same run, every round
+// measuring each condition once. Three throwaway network
 // namespaces: client pod — node — server pod. It also reports the RSS of this
 // process after the large sync: the API objects as an informer cache holds
 // them plus the controller's state (not a whole agent).
@@ -44,7 +45,7 @@ const (
 func main() {
 	podBin := flag.String("amime-pod", "bin/amime-pod", "amime-pod binary (the server)")
 	dur := flag.Int("duration", 5, "seconds per measurement")
-	rounds := flag.Int("rounds", 3, "alternating rounds (without, with)")
+	rounds := flag.Int("rounds", 5, "rounds, each measuring every condition once")
 	nPol := flag.Int("policies", 1000, "policies")
 	nPod := flag.Int("pods", 5000, "pods (all on the node)")
 	flag.Parse()
@@ -165,11 +166,14 @@ func objects(nPol, nPod int) ([]*corev1.Pod, []*corev1.Namespace, []*networkingv
 // program builds listers over the objects and runs one sync of the real
 // controller in the node namespace. It returns the controller and the
 // programmed status.
-func program(nPol, nPod int) (*policy.Controller, error) {
+func program(nPol, nPod int, withPolicies bool) (*policy.Controller, error) {
 	podIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	nsIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	npIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	pods, nss, nps := objects(nPol, nPod)
+	if !withPolicies {
+		nps = nil
+	}
 	for _, o := range pods {
 		_ = podIdx.Add(o)
 	}
@@ -254,6 +258,12 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
+// condition is one dataplane state a round measures.
+type condition struct {
+	name  string
+	setup func() (*policy.Controller, error) // nil controller: no table
+}
+
 func run(podBin string, dur, rounds, nPol, nPod int) error {
 	defer teardown()
 	if err := setup(); err != nil {
@@ -266,53 +276,81 @@ func run(podBin string, dur, rounds, nPol, nPod int) error {
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	time.Sleep(time.Second)
 	rss0 := rssMiB()
-	var without, with, small []float64
+	// "none" is a bare forwarding namespace: no table, so the kernel does not
+	// even track connections there. "0 policies" is what an amime node runs
+	// when no NetworkPolicy exists: the controller's table with its base
+	// chains and empty maps (connection tracking on, as the Service proxy
+	// also needs it on every node). The issue's "with and without the
+	// policies" compares the last two conditions with the second.
+	conds := []condition{
+		{"no table", func() (*policy.Controller, error) { return nil, nil }},
+		{"0 policies", func() (*policy.Controller, error) { return program(0, 0, false) }},
+		{"10 policies / 50 pods", func() (*policy.Controller, error) { return program(10, 50, true) }},
+		{fmt.Sprintf("%d policies / %d pods", nPol, nPod), func() (*policy.Controller, error) { return program(nPol, nPod, true) }},
+	}
+	rates := make([][]float64, len(conds))
 	var st policy.Status
 	var rss float64
 	for r := 0; r < rounds; r++ {
-		if err := deleteTable(); err != nil && r > 0 {
-			return err
+		line := fmt.Sprintf("round %d:", r+1)
+		for i, cond := range conds {
+			if err := deleteTable(); err != nil && (r > 0 || i > 0) {
+				return err
+			}
+			start := time.Now()
+			c, err := cond.setup()
+			if err != nil {
+				return fmt.Errorf("%s: %w", cond.name, err)
+			}
+			took := time.Since(start)
+			if i == len(conds)-1 {
+				runtime.GC()
+				st, rss = c.Status(), rssMiB()
+			}
+			if i >= 2 && !blocked() {
+				return fmt.Errorf("%s: the client reached the server on a port no policy allows: the table is not in the path", cond.name)
+			}
+			v, err := rate(dur)
+			if err != nil {
+				return err
+			}
+			rates[i] = append(rates[i], v)
+			line += fmt.Sprintf(" %s %.0f/s", cond.name, v)
+			if c != nil {
+				line += fmt.Sprintf(" (synced in %v)", took.Round(time.Millisecond))
+			}
+			line += ";"
+			runtime.KeepAlive(c)
 		}
-		v, err := rate(dur)
-		if err != nil {
-			return err
-		}
-		without = append(without, v)
-		// The same two pods' policies with 10 policies and 50 pods: the
-		// table's fixed cost, apart from its size.
-		if _, err := program(10, 50); err != nil {
-			return err
-		}
-		if v, err = rate(dur); err != nil {
-			return err
-		}
-		small = append(small, v)
-		if err := deleteTable(); err != nil {
-			return err
-		}
-		start := time.Now()
-		c, err := program(nPol, nPod)
-		if err != nil {
-			return err
-		}
-		took := time.Since(start)
-		runtime.GC()
-		st, rss = c.Status(), rssMiB()
-		if !blocked() {
-			return fmt.Errorf("the client reached the server on a port no policy allows: the table is not in the path")
-		}
-		v, err = rate(dur)
-		if err != nil {
-			return err
-		}
-		with = append(with, v)
-		fmt.Printf("round %d: without %.0f/s; with 10 policies / 50 pods %.0f/s; with %d policies, %d isolated pods, %d groups (objects built and synced in %v): %.0f/s\n",
-			r+1, without[r], small[r], st.Policies, st.ProgrammedPods, st.Groups, took.Round(time.Millisecond), v)
-		runtime.KeepAlive(c)
+		fmt.Println(strings.TrimSuffix(line, ";"))
 	}
 	_ = deleteTable()
-	fmt.Printf("new connections/s (wrk -t1 -c16, Connection: close, %d s each, median of %d): without policy %.0f; with 10 policies / 50 pods %.0f (ratio %.3f); with %d policies / %d pods %.0f (ratio %.3f)\n",
-		dur, rounds, median(without), median(small), median(small)/median(without), nPol, nPod, median(with), median(with)/median(without))
+	fmt.Printf("\nnew connections/s (wrk -t1 -c16, Connection: close, %d s each, %d rounds; medians; ratios are medians of the per-round ratios):\n", dur, rounds)
+	for i, cond := range conds {
+		fmt.Printf("  %-28s %8.0f/s", cond.name, median(rates[i]))
+		if i >= 1 {
+			fmt.Printf("   vs 0 policies %.3f", medianRatio(rates[i], rates[1]))
+			fmt.Printf("   vs no table %.3f", medianRatio(rates[i], rates[0]))
+		}
+		fmt.Println()
+	}
+	fmt.Printf("large table: %d policies, %d isolated pods, %d groups\n", st.Policies, st.ProgrammedPods, st.Groups)
 	fmt.Printf("RSS of this process (objects as listers hold them + controller state + Go runtime): %.0f MiB before, %.0f MiB after the large sync\n", rss0, rss)
 	return nil
+}
+
+// medianRatio is the median over rounds of a[r]/b[r]: each round measures
+// every condition within a minute, so its ratio is free of the slow drift of
+// the shared machine's load that medians taken apart would keep.
+func medianRatio(a, b []float64) float64 {
+	var q []float64
+	for r := range a {
+		if b[r] > 0 {
+			q = append(q, a[r]/b[r])
+		}
+	}
+	if len(q) == 0 {
+		return 0
+	}
+	return median(q)
 }
