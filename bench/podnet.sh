@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Pod network benchmark: TCP throughput (iperf3, 5 s) and HTTP request rate
-# (wrk, 16 connections, 5 s, against the built-in netexec server) for
+# Pod network benchmark: TCP throughput (iperf3) and HTTP request rate (wrk,
+# 16 connections, against the built-in netexec server) for
 #   baseline 1: two namespaces joined by a bare veth
-#   baseline 2: a bare routed veth path a - r1 - r2 - b (what a cross-node pod
-#               path is made of, without any amime)
+#   baseline 2: a bare routed veth path a - r1 - r2 - b whose r1 - r2 link is
+#               what the lab's node links are: veths to a bridge in the root
+#               namespace (the cross-node pod path without any amime)
+#   (and, for reference, the same routed path with r1 - r2 a direct veth)
 #   pod to pod on one node, across nodes in overlay mode, across nodes in native mode
-# All in one run; ratios are to the baselines of the same run. Needs root, a
-# built bin/ (make build) and iperf3 + wrk (make deps). Every namespace it makes
-# is named amime-bench-* and removed at the end.
+# All paths are set up first; then each of REPS rounds measures every path
+# once, in an order that rotates from round to round, so that a slow minute of
+# the shared machine hits all paths alike. Ratios are medians of the per-round
+# ratios to the baseline of the same round. Needs root, a built bin/ (make
+# build) and iperf3 + wrk (make deps). Every namespace it makes is named
+# amime-bench-* and removed at the end, as are its two labs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AMIME=$PWD/bin/amime
 POD=$PWD/bin/amime-pod
 DUR=${DUR:-5}
-REPS=${REPS:-3}
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); date: $(date -u +%F)"
-echo "command: bench/podnet.sh (DUR=$DUR REPS=$REPS; medians of REPS runs)"
+REPS=${REPS:-5}
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); date: $(date -u +%F); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "command: bench/podnet.sh (DUR=$DUR REPS=$REPS)"
 
 pids=()
 cleanup() {
   for p in "${pids[@]-}"; do [[ -n $p ]] && kill -- "-$p" 2>/dev/null || true; done
-  for n in a b r1 r2; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
+  for n in a b ra r1 r2 rb da d1 d2 db; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
+  ip link del amime-bench-br 2>/dev/null || true
   "$AMIME" lab down --name bnet >/dev/null 2>&1 || true
   "$AMIME" lab down --name bnat >/dev/null 2>&1 || true
 }
@@ -34,19 +40,6 @@ serve() {
   sleep 1
 }
 median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-# measure LABEL IP CLIENT-PREFIX...: REPS runs of each; prints the medians.
-measure() {
-  local label=$1 ip=$2; shift 2
-  local gbit rps g=() r=()
-  for _ in $(seq "$REPS"); do
-    g+=("$("$@" iperf3 -c "$ip" -t "$DUR" -J | awk -F'[:,]' '/"sum_received"/ {f=1} f && /"bits_per_second"/ {printf "%.2f", $2/1e9; exit}')")
-    r+=("$("$@" wrk -t1 -c16 -d"${DUR}s" "http://$ip:18080/" | awk '/Requests\/sec/ {printf "%.0f", $2}')")
-  done
-  gbit=$(printf '%s\n' "${g[@]}" | median); rps=$(printf '%s\n' "${r[@]}" | median)
-  printf '%-12s %6s Gbit/s (runs: %s)  %7s req/s (runs: %s)\n' "$label" "$gbit" "${g[*]}" "$rps" "${r[*]}"
-  eval "R_${label//[^a-z0-9]/_}=\"$gbit $rps\""
-}
-
 # Both labs first, so that the baselines run with the same background load (the
 # control planes, node runtimes and agents) as the pod measurements.
 # Pods: a server on node 1, clients on node 1 and node 2.
@@ -72,13 +65,10 @@ for n in a b; do ip -n amime-bench-$n link set lo up; ip -n amime-bench-$n link 
 # GRO on every veth end, as the lab's node links have it (NICs do).
 ip netns exec amime-bench-a ethtool -K amime-bench-va gro on rx-udp-gro-forwarding on >/dev/null
 ip netns exec amime-bench-b ethtool -K amime-bench-vb gro on rx-udp-gro-forwarding on >/dev/null
-serve ip netns exec amime-bench-b
-measure veth 10.99.0.2 ip netns exec amime-bench-a
-kill -- "-${pids[-1]}" "-${pids[-2]}" 2>/dev/null || true
-ip netns del amime-bench-a; ip netns del amime-bench-b
 
-# Baseline 2: routed veth path a - r1 - r2 - b.
-for n in a r1 r2 b; do ip netns add amime-bench-$n; ip -n amime-bench-$n link set lo up; done
+# Baseline 2: routed veth paths ra - r1 - r2 - rb (r1 and r2 on a bridge in the
+# root namespace, as lab nodes are: the machine's bridge netfilter settings
+# apply to both alike) and da - d1 - d2 - db (d1 - d2 a direct veth).
 link() { # link NS1 IF1 ADDR1 NS2 IF2 ADDR2
   ip link add "$2" netns "amime-bench-$1" type veth peer name "$5" netns "amime-bench-$4"
   ip -n "amime-bench-$1" addr add "$3" dev "$2"; ip -n "amime-bench-$4" addr add "$6" dev "$5"
@@ -86,30 +76,76 @@ link() { # link NS1 IF1 ADDR1 NS2 IF2 ADDR2
   ip netns exec "amime-bench-$1" ethtool -K "$2" gro on rx-udp-gro-forwarding on >/dev/null
   ip netns exec "amime-bench-$4" ethtool -K "$5" gro on rx-udp-gro-forwarding on >/dev/null
 }
-link a ab 10.99.1.1/30 r1 ra 10.99.1.2/30
-link r1 rr1 10.99.2.1/30 r2 rr2 10.99.2.2/30
-link r2 rb 10.99.3.1/30 b ba 10.99.3.2/30
-for n in r1 r2; do ip netns exec amime-bench-$n sysctl -qw net.ipv4.ip_forward=1; done
-ip -n amime-bench-a route add default via 10.99.1.2
-ip -n amime-bench-b route add default via 10.99.3.1
-ip -n amime-bench-r1 route add 10.99.3.0/30 via 10.99.2.2
-ip -n amime-bench-r2 route add 10.99.1.0/30 via 10.99.2.1
+# port NS IF ADDR: IF in NS (GRO on, as a lab node's eth0) is a port of the bridge.
+port() {
+  ip link add "amb-$1" mtu 1500 master amime-bench-br type veth peer name "$2" netns "amime-bench-$1"
+  ip link set "amb-$1" up
+  ip -n "amime-bench-$1" addr add "$3" dev "$2"; ip -n "amime-bench-$1" link set "$2" up
+  ip netns exec "amime-bench-$1" ethtool -K "$2" gro on rx-udp-gro-forwarding on >/dev/null
+}
+routed() { # routed A R1 R2 B N yes/no: a routed path on 10.99.N+1..N+3.0/30, bridged or direct
+  local a=$1 r1=$2 r2=$3 b=$4 n=$5 bridged=$6
+  for x in "$a" "$r1" "$r2" "$b"; do ip netns add "amime-bench-$x"; ip -n "amime-bench-$x" link set lo up; done
+  link "$a" ab "10.99.$((n + 1)).1/30" "$r1" ra "10.99.$((n + 1)).2/30"
+  if [[ $bridged == yes ]]; then
+    ip link add amime-bench-br mtu 1500 type bridge; ip link set amime-bench-br up
+    port "$r1" eth0 "10.99.$((n + 2)).1/30"; port "$r2" eth0 "10.99.$((n + 2)).2/30"
+  else
+    link "$r1" eth0 "10.99.$((n + 2)).1/30" "$r2" eth0 "10.99.$((n + 2)).2/30"
+  fi
+  link "$r2" rb "10.99.$((n + 3)).1/30" "$b" ba "10.99.$((n + 3)).2/30"
+  for x in "$r1" "$r2"; do ip netns exec "amime-bench-$x" sysctl -qw net.ipv4.ip_forward=1; done
+  ip -n "amime-bench-$a" route add default via "10.99.$((n + 1)).2"
+  ip -n "amime-bench-$b" route add default via "10.99.$((n + 3)).1"
+  ip -n "amime-bench-$r1" route add "10.99.$((n + 3)).0/30" via "10.99.$((n + 2)).2"
+  ip -n "amime-bench-$r2" route add "10.99.$((n + 1)).0/30" via "10.99.$((n + 2)).1"
+}
+routed ra r1 r2 rb 0 yes
+routed da d1 d2 db 10 no
+
 serve ip netns exec amime-bench-b
-measure routed 10.99.3.2 ip netns exec amime-bench-a
-for n in a r1 r2 b; do ip netns del amime-bench-$n; done
-
+serve ip netns exec amime-bench-rb
+serve ip netns exec amime-bench-db
 serve "$AMIME" lab exec --name bnet server --
-measure "same-node" "$ipnet" "$AMIME" lab exec --name bnet near --
-measure "overlay" "$ipnet" "$AMIME" lab exec --name bnet far --
-
 serve "$AMIME" lab exec --name bnat server --
-measure "native" "$ipnat" "$AMIME" lab exec --name bnat far --
 
+# path LABEL -> "SERVER-IP CLIENT-PREFIX..."
+declare -A path=(
+  [veth]="10.99.0.2 ip netns exec amime-bench-a"
+  [routed]="10.99.3.2 ip netns exec amime-bench-ra"
+  [direct]="10.99.13.2 ip netns exec amime-bench-da"
+  [same-node]="$ipnet $AMIME lab exec --name bnet near --"
+  [overlay]="$ipnet $AMIME lab exec --name bnet far --"
+  [native]="$ipnat $AMIME lab exec --name bnat far --"
+)
+order=(veth same-node routed overlay native direct)
+declare -A gbit rps
+for rep in $(seq "$REPS"); do
+  line="round $rep:"
+  for k in $(seq 0 $((${#order[@]} - 1))); do
+    label=${order[$(( (k + rep - 1) % ${#order[@]} ))]}
+    read -r ip client <<<"${path[$label]}"
+    g=$($client iperf3 -c "$ip" -t "$DUR" -J | awk -F'[:,]' '/"sum_received"/ {f=1} f && /"bits_per_second"/ {printf "%.2f", $2/1e9; exit}')
+    r=$($client wrk -t1 -c16 -d"${DUR}s" "http://$ip:18080/" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    gbit[$label]+="$g "; rps[$label]+="$r "
+    line+=" $label $g Gbit/s $r req/s;"
+  done
+  echo "${line%;}"
+done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-read -r vg vr <<<"$R_veth"; read -r rg rr <<<"$R_routed"
-read -r sg sr <<<"$R_same_node"; read -r og or <<<"$R_overlay"; read -r ng nr <<<"$R_native"
+# ratios A B: the median over rounds of A[i]/B[i].
+ratios() { paste -d' ' <(tr ' ' '\n' <<<"$1" | sed '/^$/d') <(tr ' ' '\n' <<<"$2" | sed '/^$/d') | awk '$2 > 0 {printf "%.4f\n", $1 / $2}' | median; }
+med() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | median; }
 echo
-echo "same node / bare veth:      throughput $(ratio "$sg" "$vg"), requests $(ratio "$sr" "$vr")   (target ≥ 0.95)"
-echo "native / routed veth path:  throughput $(ratio "$ng" "$rg"), requests $(ratio "$nr" "$rr")   (target ≥ 0.90)"
-echo "overlay / routed veth path: throughput $(ratio "$og" "$rg"), requests $(ratio "$or" "$rr")   (target ≥ 0.85)"
+printf '%-10s %8s %10s\n' path Gbit/s req/s
+for label in "${order[@]}"; do printf '%-10s %8s %10s\n' "$label" "$(med "${gbit[$label]}")" "$(med "${rps[$label]}")"; done
+echo "(medians over $REPS rounds; ratios below are medians of the per-round ratios)"
+show() { # LABEL BASE TARGET
+  printf '%-28s throughput %.2f, requests %.2f   (target ≥ %s)\n' "$1 / $2:" "$(ratios "${gbit[$1]}" "${gbit[$2]}")" "$(ratios "${rps[$1]}" "${rps[$2]}")" "$3"
+}
+show same-node veth 0.95
+show native routed 0.90
+show overlay routed 0.85
+echo "for reference, against the routed path whose r1 - r2 link is a direct veth (no bridge):"
+show native direct 0.90
+show overlay direct 0.85
