@@ -5,7 +5,9 @@
 #   baseline 2: a bare routed veth path a - r1 - r2 - b whose r1 - r2 link is
 #               what the lab's node links are: veths to a bridge in the root
 #               namespace (the cross-node pod path without any amime)
-#   (and, for reference, the same routed path with r1 - r2 a direct veth)
+#   (and, for reference: the same routed path with connection tracking on in
+#   r1 and r2, which every Kubernetes node has for Service NAT whatever its
+#   CNI; and the routed path with r1 - r2 a direct veth)
 #   pod to pod on one node, across nodes in overlay mode, across nodes in native mode
 # All paths are set up first; then each of REPS rounds measures every path
 # once, in an order that rotates from round to round, so that a slow minute of
@@ -25,7 +27,7 @@ echo "command: bench/podnet.sh (DUR=$DUR REPS=$REPS)"
 pids=()
 cleanup() {
   for p in "${pids[@]-}"; do [[ -n $p ]] && kill -- "-$p" 2>/dev/null || true; done
-  for n in a b ra r1 r2 rb da d1 d2 db; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
+  for n in a b ra r1 r2 rb da d1 d2 db ca c1 c2 cb; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
   ip link del amime-bench-br 2>/dev/null || true
   "$AMIME" lab down --name bnet >/dev/null 2>&1 || true
   "$AMIME" lab down --name bnat >/dev/null 2>&1 || true
@@ -88,7 +90,7 @@ routed() { # routed A R1 R2 B N yes/no: a routed path on 10.99.N+1..N+3.0/30, br
   for x in "$a" "$r1" "$r2" "$b"; do ip netns add "amime-bench-$x"; ip -n "amime-bench-$x" link set lo up; done
   link "$a" ab "10.99.$((n + 1)).1/30" "$r1" ra "10.99.$((n + 1)).2/30"
   if [[ $bridged == yes ]]; then
-    ip link add amime-bench-br mtu 1500 type bridge; ip link set amime-bench-br up
+    ip link show amime-bench-br >/dev/null 2>&1 || { ip link add amime-bench-br mtu 1500 type bridge; ip link set amime-bench-br up; }
     port "$r1" eth0 "10.99.$((n + 2)).1/30"; port "$r2" eth0 "10.99.$((n + 2)).2/30"
   else
     link "$r1" eth0 "10.99.$((n + 2)).1/30" "$r2" eth0 "10.99.$((n + 2)).2/30"
@@ -102,10 +104,20 @@ routed() { # routed A R1 R2 B N yes/no: a routed path on 10.99.N+1..N+3.0/30, br
 }
 routed ra r1 r2 rb 0 yes
 routed da d1 d2 db 10 no
+routed ca c1 c2 cb 20 yes
+# The smallest ruleset that turns connection tracking on: one forward chain.
+for x in c1 c2; do
+  ip netns exec "amime-bench-$x" nft -f - <<'NFT'
+table inet amime-bench-ct {
+  chain forward { type filter hook forward priority 0; ct state invalid drop; }
+}
+NFT
+done
 
 serve ip netns exec amime-bench-b
 serve ip netns exec amime-bench-rb
 serve ip netns exec amime-bench-db
+serve ip netns exec amime-bench-cb
 serve "$AMIME" lab exec --name bnet server --
 serve "$AMIME" lab exec --name bnat server --
 
@@ -114,11 +126,12 @@ declare -A path=(
   [veth]="10.99.0.2 ip netns exec amime-bench-a"
   [routed]="10.99.3.2 ip netns exec amime-bench-ra"
   [direct]="10.99.13.2 ip netns exec amime-bench-da"
+  [routed-ct]="10.99.23.2 ip netns exec amime-bench-ca"
   [same-node]="$ipnet $AMIME lab exec --name bnet near --"
   [overlay]="$ipnet $AMIME lab exec --name bnet far --"
   [native]="$ipnat $AMIME lab exec --name bnat far --"
 )
-order=(veth same-node routed overlay native direct)
+order=(veth same-node routed overlay native direct routed-ct)
 declare -A gbit rps
 for rep in $(seq "$REPS"); do
   line="round $rep:"
@@ -146,6 +159,10 @@ show() { # LABEL BASE TARGET
 show same-node veth 0.95
 show native routed 0.90
 show overlay routed 0.85
-echo "for reference, against the routed path whose r1 - r2 link is a direct veth (no bridge):"
+echo "for reference, against the routed path with connection tracking on in r1 and r2:"
+show native routed-ct 0.90
+show overlay routed-ct 0.85
+show routed-ct routed "-"
+echo "and against the routed path whose r1 - r2 link is a direct veth (no bridge):"
 show native direct 0.90
 show overlay direct 0.85

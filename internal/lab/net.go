@@ -210,7 +210,10 @@ func teardownUnderlay(c Config) error {
 	}
 	for i := 0; i <= c.Nodes; i++ {
 		if l, err := netlink.LinkByName(c.VethName(i)); err == nil {
-			if err := netlink.LinkDel(l); err != nil {
+			// The kernel destroys a deleted namespace's veths, and their peers
+			// here, in the background: the link may vanish between the lookup
+			// and the delete.
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 				errs = append(errs, fmt.Errorf("delete %s: %w", c.VethName(i), err))
 			}
 		}
