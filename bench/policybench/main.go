@@ -95,7 +95,9 @@ func measure(nPol, nPod, nodes int) error {
 	}
 	_ = policy.DeleteTable(ctx, nft)
 	defer policy.DeleteTable(ctx, nft)
-	cfg := policy.RenderConfig{NodeName: "node-0", LogGroup: policy.DefaultLogGroup}
+	// All pods are on node-0, in one range (a node's range is smaller; the
+	// known-address set holds every local pod either way).
+	cfg := policy.RenderConfig{NodeName: "node-0", LogGroup: policy.DefaultLogGroup, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}}
 	dp := policy.NewDataplane(nft, policy.DefaultLogGroup)
 	runtime.GC()
 	// The controller's cache: the full sync computes everything, the next

@@ -189,7 +189,8 @@ func program(nPol, nPod int, withPolicies bool) (*policy.Controller, error) {
 		if err != nil {
 			return err
 		}
-		c = policy.NewController(policy.RenderConfig{NodeName: nodeName, LogGroup: policy.DefaultLogGroup}, policy.NewDataplane(nft, policy.DefaultLogGroup),
+		c = policy.NewController(policy.RenderConfig{NodeName: nodeName, LogGroup: policy.DefaultLogGroup,
+			PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16"), netip.MustParsePrefix("10.250.0.0/16")}}, policy.NewDataplane(nft, policy.DefaultLogGroup),
 			corelisters.NewPodLister(podIdx), corelisters.NewNamespaceLister(nsIdx), networkinglisters.NewNetworkPolicyLister(npIdx),
 			nil, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 		return c.Sync(context.Background())

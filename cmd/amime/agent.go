@@ -57,6 +57,7 @@ func newAgentCommand() *cobra.Command {
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the agent writes the CNI configuration")
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "where the agent installs the CNI plugin")
 	f.StringVar(&cfg.IPAMDir, "ipam-dir", "/var/lib/amime/ipam", "IPAM state directory (written into the CNI configuration)")
+	f.StringVar(&cfg.AttachSocket, "attach-socket", "/var/lib/amime/agent.sock", "unix socket where the CNI plugin reports new pods and waits until their policies are programmed (written into the CNI configuration)")
 	f.StringVar(&cfg.ProcSysNet, "proc-sys-net", "/proc/sys/net", "the node's /proc/sys/net (mounted from the host)")
 	f.StringVar(&cfg.Listen, "listen", ":9962", "address of /healthz, /readyz, /metrics and /status")
 	f.BoolVar(&debug, "debug", false, "debug logging")

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
 
+	"amime.dev/amime/internal/attach"
 	"amime.dev/amime/internal/policy"
 	"amime.dev/amime/internal/proxy"
 	"amime.dev/amime/internal/routing"
@@ -55,11 +57,14 @@ type Config struct {
 	CNIConfDir    string
 	CNIBinDir     string
 	IPAMDir       string
-	ProcSysNet    string // where the node's /proc/sys/net is mounted
-	Listen        string // health and metrics
-	ResyncPeriod  time.Duration
-	Version       string // shown in /status
-	Logger        *slog.Logger
+	// AttachSocket is where the CNI plugin reports new pods (internal/attach);
+	// it is written into the node's CNI configuration.
+	AttachSocket string
+	ProcSysNet   string // where the node's /proc/sys/net is mounted
+	Listen       string // health and metrics
+	ResyncPeriod time.Duration
+	Version      string // shown in /status
+	Logger       *slog.Logger
 }
 
 // Defaults fills unset fields.
@@ -75,6 +80,9 @@ func (c *Config) Defaults() {
 	}
 	if c.IPAMDir == "" {
 		c.IPAMDir = "/var/lib/amime/ipam"
+	}
+	if c.AttachSocket == "" {
+		c.AttachSocket = "/var/lib/amime/agent.sock"
 	}
 	if c.ProcSysNet == "" {
 		c.ProcSysNet = "/proc/sys/net"
@@ -180,6 +188,11 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	att := &attacher{node: cfg.NodeName, pods: factory.Core().V1().Pods().Lister(), nodes: nodes.Lister(), lookupWait: 2 * time.Second}
+	if pol != nil {
+		pol.SetPodCIDRs(att.podCIDRs)
+		att.program = pol.Attach
+	}
 	rc := &routingController{cfg: cfg, log: log, client: client, nodes: nodes.Lister(), dp: routing.Netlink{}, metrics: m, kick: make(chan struct{}, 1)}
 	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { rc.enqueue() },
@@ -187,6 +200,25 @@ func Run(ctx context.Context, cfg Config) error {
 		DeleteFunc: func(any) { rc.enqueue() },
 	}); err != nil {
 		return err
+	}
+	if pol != nil {
+		// The policy table drops unknown addresses of the node's pod ranges:
+		// it follows this node's ranges.
+		if _, err := nodes.Informer().AddEventHandler(cache.FilteringResourceEventHandler{
+			FilterFunc: func(obj any) bool { n, ok := obj.(*corev1.Node); return ok && n.Name == cfg.NodeName },
+			Handler: cache.ResourceEventHandlerFuncs{
+				AddFunc: func(any) { pol.OnChange() },
+				UpdateFunc: func(old, cur any) {
+					o, ok1 := old.(*corev1.Node)
+					n, ok2 := cur.(*corev1.Node)
+					if !ok1 || !ok2 || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) || o.Spec.PodCIDR != n.Spec.PodCIDR {
+						pol.OnChange()
+					}
+				},
+			},
+		}); err != nil {
+			return err
+		}
 	}
 	factory.Start(ctx.Done())
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
@@ -248,7 +280,20 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("health and metrics server", "err", err)
 		}
 	}()
-	log.Info("agent started", "mode", cfg.Mode, "listen", cfg.Listen)
+	go func() {
+		if err := attach.Serve(ctx, cfg.AttachSocket, attach.Handler(func(ctx context.Context, req attach.Request) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			err := att.attach(ctx, req)
+			if err != nil {
+				log.Warn("pod attachment", "pod", req.Namespace+"/"+req.Name, "err", err)
+			}
+			return err
+		})); err != nil {
+			log.Error("CNI attachment socket", "err", err)
+		}
+	}()
+	log.Info("agent started", "mode", cfg.Mode, "listen", cfg.Listen, "attachSocket", cfg.AttachSocket)
 	rc.run(ctx)
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 const ConflistName = "10-amime.conflist"
 
 // conflist renders the node's CNI configuration.
-func conflist(podCIDRs []netip.Prefix, mtu int, ipamDir string) ([]byte, error) {
+func conflist(podCIDRs []netip.Prefix, mtu int, ipamDir, attachSocket string) ([]byte, error) {
 	cidrs := make([]string, len(podCIDRs))
 	for i, p := range podCIDRs {
 		cidrs[i] = p.String()
@@ -30,14 +30,16 @@ func conflist(podCIDRs []netip.Prefix, mtu int, ipamDir string) ([]byte, error) 
 			"podCIDRs": cidrs,
 			"mtu":      mtu,
 			"dataDir":  ipamDir,
+			// Where ADD reports a new pod and waits until the agent knows it.
+			"agentSocket": attachSocket,
 		}},
 	}
 	return json.MarshalIndent(conf, "", "  ")
 }
 
 // writeConflist writes the configuration when it changed and returns it.
-func writeConflist(dir string, podCIDRs []netip.Prefix, mtu int, ipamDir string) (string, error) {
-	b, err := conflist(podCIDRs, mtu, ipamDir)
+func writeConflist(dir string, podCIDRs []netip.Prefix, mtu int, ipamDir, attachSocket string) (string, error) {
+	b, err := conflist(podCIDRs, mtu, ipamDir, attachSocket)
 	if err != nil {
 		return "", err
 	}

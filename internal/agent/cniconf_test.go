@@ -38,7 +38,7 @@ func TestConflist(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := conflist(tt.podCIDRs, tt.mtu, tt.ipamDir)
+			b, err := conflist(tt.podCIDRs, tt.mtu, tt.ipamDir, "/var/lib/amime/agent.sock")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,6 +56,7 @@ func TestConflist(t *testing.T) {
 				PodCIDRs []string `json:"podCIDRs"`
 				MTU      int      `json:"mtu"`
 				DataDir  string   `json:"dataDir"`
+				Socket   string   `json:"agentSocket"`
 			}
 			if err := json.Unmarshal(list.Plugins[0].Bytes, &plugin); err != nil {
 				t.Fatal(err)
@@ -68,7 +69,7 @@ func TestConflist(t *testing.T) {
 				t.Errorf("podCIDRs is null, want a list")
 			}
 			if !cmp.Equal(got, tt.podCIDRs, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })) ||
-				plugin.MTU != tt.mtu || plugin.DataDir != tt.ipamDir {
+				plugin.MTU != tt.mtu || plugin.DataDir != tt.ipamDir || plugin.Socket != "/var/lib/amime/agent.sock" {
 				t.Errorf("plugin configuration %+v, want %v %d %s", plugin, tt.podCIDRs, tt.mtu, tt.ipamDir)
 			}
 		})
@@ -80,11 +81,11 @@ func TestWriteConflist(t *testing.T) {
 	path := filepath.Join(dir, ConflistName)
 	cidrs := prefixes("10.244.1.0/24", "fd00:10:244:1::/64")
 
-	got, err := writeConflist(dir, cidrs, 1450, "/var/lib/amime/ipam")
+	got, err := writeConflist(dir, cidrs, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := conflist(cidrs, 1450, "/var/lib/amime/ipam")
+	want, _ := conflist(cidrs, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 	if got != string(want) {
 		t.Errorf("returned configuration differs from conflist()")
 	}
@@ -114,7 +115,7 @@ func TestWriteConflist(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		again, err := writeConflist(dir, cidrs, 1450, "/var/lib/amime/ipam")
+		again, err := writeConflist(dir, cidrs, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +128,7 @@ func TestWriteConflist(t *testing.T) {
 	}
 
 	// Changed (the MTU): rewritten.
-	changed, err := writeConflist(dir, cidrs, 1400, "/var/lib/amime/ipam")
+	changed, err := writeConflist(dir, cidrs, 1400, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestWriteConflist(t *testing.T) {
 	if err := os.WriteFile(path, []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeConflist(dir, cidrs, 1400, "/var/lib/amime/ipam"); err != nil {
+	if _, err := writeConflist(dir, cidrs, 1400, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock"); err != nil {
 		t.Fatal(err)
 	}
 	checkFile(changed)
@@ -167,7 +168,7 @@ func TestWriteConflistError(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeConflist(dir, prefixes("10.244.1.0/24"), 1450, "/x"); err == nil {
+	if _, err := writeConflist(dir, prefixes("10.244.1.0/24"), 1450, "/x", "/x.sock"); err == nil {
 		t.Errorf("writeConflist into a file succeeded")
 	}
 }

@@ -173,7 +173,7 @@ func (c *routingController) syncOnce(ctx context.Context) error {
 	if err := masq.Sync(ctx, nft, masq.Config{PodCIDRs: c.cfg.ClusterCIDRs, NonMasquerade: nonMasq}); err != nil {
 		return err
 	}
-	conf, err := writeConflist(c.cfg.CNIConfDir, self.PodCIDRs, desired.PodMTU, c.cfg.IPAMDir)
+	conf, err := writeConflist(c.cfg.CNIConfDir, self.PodCIDRs, desired.PodMTU, c.cfg.IPAMDir, c.cfg.AttachSocket)
 	if err != nil {
 		return fmt.Errorf("write CNI configuration: %w", err)
 	}

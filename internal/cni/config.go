@@ -28,6 +28,10 @@ type NetConf struct {
 	MTU int `json:"mtu,omitempty"`
 	// DataDir holds the IPAM state; it must survive plugin and agent restarts.
 	DataDir string `json:"dataDir,omitempty"`
+	// AgentSocket is where the node's agent takes reports of new pods; ADD
+	// waits (a bounded time) until the agent has programmed the pod's
+	// addresses, so that its first packets meet its policies. Empty: no report.
+	AgentSocket string `json:"agentSocket,omitempty"`
 }
 
 // Defaults of the configuration.

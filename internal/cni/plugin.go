@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"amime.dev/amime/internal/attach"
 	"amime.dev/amime/internal/ipam"
 )
 
@@ -92,7 +95,46 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	}
 	res := buildResult(conf, links, args.Netns, allocs)
 	ok = true
+	reportToAgent(conf.AgentSocket, args, allocs)
 	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// attachTimeout bounds how long ADD waits for the agent.
+const attachTimeout = 5 * time.Second
+
+// reportToAgent tells the node's agent which addresses the pod got and waits
+// until they are programmed. Its failure does not fail ADD: the policy table
+// drops the pod's traffic until the agent learns the addresses from the
+// pod's status (fail closed), so the pod only starts later, never unprotected.
+func reportToAgent(socket string, args *skel.CmdArgs, allocs []ipam.Allocation) {
+	ns, name, uid := podOf(args.Args)
+	if socket == "" || ns == "" || name == "" {
+		return
+	}
+	req := attach.Request{Namespace: ns, Name: name, UID: uid, ContainerID: args.ContainerID}
+	for _, a := range allocs {
+		req.IPs = append(req.IPs, a.Addr)
+	}
+	if err := attach.Notify(socket, req, attachTimeout); err != nil {
+		fmt.Fprintln(os.Stderr, "amime cni: warning:", err)
+	}
+}
+
+// podOf reads the pod's identity from CNI_ARGS (K8S_POD_NAMESPACE,
+// K8S_POD_NAME, K8S_POD_UID, as Kubernetes runtimes pass them).
+func podOf(cniArgs string) (namespace, name, uid string) {
+	for _, kv := range strings.Split(cniArgs, ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			namespace = v
+		case "K8S_POD_NAME":
+			name = v
+		case "K8S_POD_UID":
+			uid = v
+		}
+	}
+	return namespace, name, uid
 }
 
 // buildResult describes what ADD made; with a prevResult (chaining) it appends to it.

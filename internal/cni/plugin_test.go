@@ -306,3 +306,13 @@ func TestExpectedFromResult(t *testing.T) {
 		})
 	}
 }
+
+func TestPodOf(t *testing.T) {
+	ns, name, uid := podOf("IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a;K8S_POD_INFRA_CONTAINER_ID=c1;K8S_POD_UID=u-1")
+	if ns != "x" || name != "a" || uid != "u-1" {
+		t.Errorf("podOf: %q %q %q", ns, name, uid)
+	}
+	if ns, name, _ := podOf(""); ns != "" || name != "" {
+		t.Errorf("podOf of no arguments: %q %q", ns, name)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,7 +38,27 @@ type Controller struct {
 	snapshot  *Snapshot
 	status    Status
 	changedAt time.Time
+	// podCIDRs returns the node's pod ranges (nil: none known yet).
+	podCIDRs func() []netip.Prefix
+	// attached are addresses the CNI plugin reported for pods whose status
+	// does not show them yet (Attach), by namespace/name.
+	attached map[string]attachment
+	// started counts syncs begun; synced is the number of the last one that
+	// succeeded; syncedCh is closed (and replaced) when one succeeds.
+	started, synced uint64
+	syncedCh        chan struct{}
 }
+
+// attachment is a pod's addresses as the CNI plugin reported them.
+type attachment struct {
+	uid string
+	ips []netip.Addr
+	at  time.Time
+}
+
+// attachmentTTL bounds how long a reported address stands in for the pod's
+// status (which normally follows within a second).
+const attachmentTTL = 2 * time.Minute
 
 // Status is what `amime status` shows of policy enforcement on a node.
 type Status struct {
@@ -50,7 +72,86 @@ type Status struct {
 // NewController returns a controller; metrics may be nil.
 func NewController(cfg RenderConfig, dp *Dataplane, pods corelisters.PodLister, namespaces corelisters.NamespaceLister,
 	policies networkinglisters.NetworkPolicyLister, m *Metrics, log *slog.Logger) *Controller {
-	return &Controller{cfg: cfg, dp: dp, pods: pods, namespaces: namespaces, policies: policies, metrics: m, log: log, kick: make(chan struct{}, 1)}
+	return &Controller{cfg: cfg, dp: dp, pods: pods, namespaces: namespaces, policies: policies, metrics: m, log: log, kick: make(chan struct{}, 1),
+		attached: map[string]attachment{}, syncedCh: make(chan struct{})}
+}
+
+// SetPodCIDRs makes every sync read the node's pod ranges from fn (they may
+// be allocated after the agent starts); without it the configured ones stay.
+func (c *Controller) SetPodCIDRs(fn func() []netip.Prefix) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.podCIDRs = fn
+}
+
+// Attach records the addresses the CNI plugin gave a pod of this node before
+// its status shows them, and returns once a sync that includes them has been
+// programmed (or ctx ends). The caller has checked that the pod is on this
+// node and the addresses are in its ranges.
+func (c *Controller) Attach(ctx context.Context, namespace, name, uid string, ips []netip.Addr) error {
+	c.mu.Lock()
+	c.attached[namespace+"/"+name] = attachment{uid: uid, ips: ips, at: time.Now()}
+	need := c.started + 1
+	c.mu.Unlock()
+	c.OnChange()
+	for {
+		c.mu.Lock()
+		done, ch, lastErr := c.synced >= need, c.syncedCh, c.status.LastError
+		c.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if lastErr != "" {
+				return fmt.Errorf("pod %s/%s not programmed: %s", namespace, name, lastErr)
+			}
+			return fmt.Errorf("pod %s/%s not programmed: %w", namespace, name, ctx.Err())
+		}
+	}
+}
+
+// withAttached returns pods with the reported addresses of pods whose status
+// has none yet (copies; the cache's objects are not modified), and forgets
+// attachments the status has taken over or that are stale.
+func (c *Controller) withAttached(pods []*corev1.Pod) []*corev1.Pod {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.attached) == 0 {
+		return pods
+	}
+	byKey := make(map[string]int, len(c.attached))
+	for i, p := range pods {
+		if _, ok := c.attached[p.Namespace+"/"+p.Name]; ok {
+			byKey[p.Namespace+"/"+p.Name] = i
+		}
+	}
+	var out []*corev1.Pod
+	for key, a := range c.attached {
+		i, ok := byKey[key]
+		if !ok || time.Since(a.at) > attachmentTTL {
+			delete(c.attached, key)
+			continue
+		}
+		p := pods[i]
+		if (a.uid != "" && string(p.UID) != a.uid) || len(p.Status.PodIPs) > 0 || p.Status.PodIP != "" {
+			delete(c.attached, key)
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(pods)
+		}
+		cp := p.DeepCopy()
+		for _, ip := range a.ips {
+			cp.Status.PodIPs = append(cp.Status.PodIPs, corev1.PodIP{IP: ip.String()})
+		}
+		out[i] = cp
+	}
+	if out == nil {
+		return pods
+	}
+	return out
 }
 
 // OnChange marks the controller dirty (informer event handlers call it).
@@ -105,10 +206,19 @@ func fromAPI(pods []*corev1.Pod, namespaces []*corev1.Namespace) ([]*Pod, map[st
 // Sync computes the desired state and applies it.
 func (c *Controller) Sync(ctx context.Context) error {
 	start := time.Now()
+	c.mu.Lock()
+	c.started++
+	seq := c.started
+	cfg := c.cfg
+	if c.podCIDRs != nil {
+		cfg.PodCIDRs = c.podCIDRs()
+	}
+	c.mu.Unlock()
 	pods, err := c.pods.List(labels.Everything())
 	if err != nil {
 		return fmt.Errorf("list pods: %w", err)
 	}
+	pods = c.withAttached(pods)
 	nss, err := c.namespaces.List(labels.Everything())
 	if err != nil {
 		return fmt.Errorf("list namespaces: %w", err)
@@ -122,7 +232,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	for _, p := range s.Problems() {
 		c.log.Warn("network policy part ignored (it allows nothing)", "problem", p)
 	}
-	d := Render(s, c.cfg, logModes)
+	d := Render(s, cfg, logModes)
 	c.mu.Lock()
 	changedAt := c.changedAt
 	c.changedAt = time.Time{}
@@ -139,6 +249,9 @@ func (c *Controller) Sync(ctx context.Context) error {
 		return err
 	}
 	c.snapshot = s
+	c.synced = seq
+	close(c.syncedCh)
+	c.syncedCh = make(chan struct{})
 	c.status = Status{Policies: len(nps), ProgrammedPods: d.Pods, Groups: len(d.Chains), LastSync: c.status.LastSync}
 	c.metrics.synced(full, time.Since(start), changedAt, c.status)
 	if ops > 0 {

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,16 +49,36 @@ func (dp *Dataplane) Apply(ctx context.Context, d *Desired) (full bool, ops int,
 	full = dp.programmed == nil
 	old := dp.programmed
 	if full {
-		old = &Desired{Chains: map[string][]string{}, Sets: map[string]string{}, Verdicts: map[string]map[string]string{}}
+		old = &Desired{Chains: map[string][]string{}, Sets: map[string]string{}, Verdicts: map[string]map[string]string{}, Known: map[string]map[string]bool{}}
 	}
 	tx := dp.nft.NewTransaction()
 	if full {
 		dp.nextGen()
-		staticObjects(tx, dp.logGroup, dp.gen)
+		staticObjects(tx, dp.logGroup, dp.gen, d.Ranges)
 		for _, m := range vmaps {
 			tx.Flush(&knftables.Map{Name: m})
 		}
+		for _, k := range knownSets {
+			tx.Flush(&knftables.Set{Name: k})
+		}
 	}
+	// Known addresses first: a new pod's address is known before any verdict
+	// names it, and (in the same transaction) never judged as unknown.
+	for _, k := range knownSets {
+		for _, ip := range sortedKeys(d.Known[k]) {
+			if !old.Known[k][ip] {
+				tx.Add(&knftables.Element{Set: k, Key: []string{ip}})
+			}
+		}
+		for _, ip := range sortedKeys(old.Known[k]) {
+			if !d.Known[k][ip] {
+				tx.Delete(&knftables.Element{Set: k, Key: []string{ip}})
+			}
+		}
+	}
+	// Known addresses alone need no new generation: no connection from or to
+	// an unknown address was ever let through.
+	knownOps := tx.NumOperations()
 	// New groups: sets, then the chain that matches them. Groups are named
 	// after their contents, so a group that exists is never changed.
 	for _, name := range sortedKeys(d.Sets) {
@@ -144,17 +165,17 @@ func (dp *Dataplane) Apply(ctx context.Context, d *Desired) (full bool, ops int,
 		tx.Delete(&knftables.Set{Name: s})
 	}
 	ops = tx.NumOperations()
-	if ops == 0 {
+	if ops == 0 && slices.Equal(d.Ranges, old.Ranges) {
 		return full, 0, nil
 	}
-	if !full {
+	if !full && (ops > knownOps || !slices.Equal(d.Ranges, old.Ranges)) {
 		// Something changed: every connection is judged again once.
 		dp.nextGen()
 		for _, c := range []string{"forward", "input"} {
 			tx.Flush(&knftables.Chain{Name: c})
 		}
-		for _, r := range baseRules(dp.gen) {
-			tx.Add(&knftables.Rule{Chain: r[0], Rule: r[1]})
+		for _, r := range baseRules(dp.gen, d.Ranges) {
+			tx.Add(r)
 		}
 		ops = tx.NumOperations()
 	}

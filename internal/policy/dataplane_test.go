@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,8 +42,18 @@ func goldenPolicies() []*networkingv1.NetworkPolicy {
 
 func render(pols []*networkingv1.NetworkPolicy, logModes map[string]string) (*Snapshot, *Desired) {
 	s := NewSnapshot(modelPods(), modelNamespaces(), pols)
-	return s, Render(s, RenderConfig{NodeName: "node-1", LogGroup: DefaultLogGroup}, logModes)
+	return s, Render(s, node1Config(), logModes)
 }
+
+// node1Config renders for node-1, whose pods are x/a, x/b and x/c.
+func node1Config() RenderConfig {
+	return RenderConfig{NodeName: "node-1", LogGroup: DefaultLogGroup,
+		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.1.0/24"), netip.MustParsePrefix("fd00::1:0/112")}}
+}
+
+// unknownLocal is an address in node-1's pod range that is no pod (a pod
+// whose address the controller has not seen yet).
+var unknownLocal = netip.MustParseAddr("10.0.1.9")
 
 func TestRenderGolden(t *testing.T) {
 	for _, c := range []struct {
@@ -182,12 +193,19 @@ func TestPacketsThroughTheFake(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, pr := range tc.probes {
-				for _, from := range endpoints() {
-					for _, to := range endpoints() {
+				for _, from := range append(endpoints(), "unknown") {
+					for _, to := range append(endpoints(), "unknown") {
 						if from == to || (from == "ext" && to == "ext") {
 							continue
 						}
-						pkt := Packet{Src: addrOf(from), Dst: addrOf(to), Protocol: pr.proto, Port: pr.port}
+						pkt := Packet{Src: traceAddr(from), Dst: traceAddr(to), Protocol: pr.proto, Port: pr.port}
+						if from == "unknown" || to == "unknown" {
+							// Not judged by any policy: dropped whatever the policies.
+							if trace(t, fake, pkt) {
+								t.Errorf("%s/%d %s -> %s: an unknown address of the node's pod range passed", pr.proto, pr.port, from, to)
+							}
+							continue
+						}
 						want := s.Verdict(pkt)
 						// node-1 judges only its own pods' directions.
 						local := true
@@ -207,29 +225,53 @@ func TestPacketsThroughTheFake(t *testing.T) {
 	}
 }
 
-// trace runs an original-direction packet through the forward chain's vmaps.
+func traceAddr(p string) netip.Addr {
+	if p == "unknown" {
+		return unknownLocal
+	}
+	return addrOf(p)
+}
+
+// trace runs the first packet of a new connection through the forward chain:
+// its vmaps, the group chains they jump to and the unknown-address rules.
 func trace(t *testing.T, fake *knftables.Fake, pkt Packet) bool {
 	t.Helper()
 	tbl := fake.Table
-	for _, step := range []struct {
-		m    string
-		key  netip.Addr
-		peer netip.Addr
-	}{{"egress", pkt.Src, pkt.Dst}, {"ingress", pkt.Dst, pkt.Src}} {
-		f := "v4"
-		if step.key.Is6() {
-			f = "v6"
-		}
-		e := tbl.Maps[step.m+"-"+f].FindElement(step.key.String())
-		if e == nil {
-			continue
-		}
-		chain, ok := strings.CutPrefix(e.Value[0], "jump ")
-		if !ok {
-			t.Fatalf("verdict %q", e.Value[0])
-		}
-		if !traceChain(t, tbl, chain, step.peer, pkt) {
-			return false
+	kw := "ip"
+	if pkt.Src.Is6() {
+		kw = "ip6"
+	}
+	for _, r := range tbl.Chains["forward"].Rules {
+		f := strings.Fields(r.Rule)
+		switch {
+		case f[0] == "ct": // replies, related, the generation: a new connection matches none
+		case f[0] != kw: // the other family
+		case len(f) == 4 && f[2] == "vmap":
+			key, peer := pkt.Src, pkt.Dst
+			if f[1] == "daddr" {
+				key, peer = pkt.Dst, pkt.Src
+			}
+			e := tbl.Maps[f[3][1:]].FindElement(key.String())
+			if e == nil {
+				continue
+			}
+			chain, ok := strings.CutPrefix(e.Value[0], "jump ")
+			if !ok {
+				t.Fatalf("verdict %q", e.Value[0])
+			}
+			if !traceChain(t, tbl, chain, peer, pkt) {
+				return false
+			}
+		case len(f) == 8 && f[5] == "!=" && f[7] == "drop": // ip saddr RANGE ip saddr != @known-v4 drop
+			a := pkt.Src
+			if f[1] == "daddr" {
+				a = pkt.Dst
+			}
+			if netip.MustParsePrefix(f[2]).Contains(a) && tbl.Sets[f[6][1:]].FindElement(a.String()) == nil {
+				return false
+			}
+		default:
+			t.Fatalf("forward rule the tracer does not know: %q", r.Rule)
 		}
 	}
 	return true
@@ -310,4 +352,69 @@ func sortedDump(f *knftables.Fake) string {
 	lines := strings.Split(genRE.ReplaceAllString(f.Dump(), "${1}GEN"), "\n")
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// TestKnownAddresses: every pod of the node is known whether or not a policy
+// selects it, with the node's own addresses in its ranges; a pod that only
+// changes what is known adds or removes its element and keeps the
+// generation (no connection of an unknown address was ever let through); a
+// change of the node's ranges rewrites the base chains.
+func TestKnownAddresses(t *testing.T) {
+	ctx := context.Background()
+	fake := knftables.NewFake(knftables.InetFamily, Table)
+	dp := NewDataplane(fake, DefaultLogGroup)
+	_, d := render(nil, nil)
+	if _, _, err := dp.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.1.0", "10.0.1.1", "10.0.1.2", "10.0.1.3"}
+	if got := elementsOf(fake, "known-v4"); !slices.Equal(got, want) {
+		t.Errorf("known-v4 %v, want %v (node-1's pods and its own addresses, no policy)", got, want)
+	}
+	if got := elementsOf(fake, "known-v6"); !slices.Equal(got, []string{"fd00::1:0", "fd00::1:1", "fd00::1:2", "fd00::1:3"}) {
+		t.Errorf("known-v6 %v", got)
+	}
+
+	gen := dp.gen
+	pods := append(modelPods(), &Pod{Namespace: "x", Name: "new", Node: "node-1", IPs: []netip.Addr{netip.MustParseAddr("10.0.1.7")}},
+		&Pod{Namespace: "x", Name: "host", Node: "node-1", HostNetwork: true, IPs: []netip.Addr{netip.MustParseAddr("10.0.1.8")}},
+		&Pod{Namespace: "y", Name: "elsewhere", Node: "node-2", IPs: []netip.Addr{netip.MustParseAddr("10.0.1.9")}})
+	d = Render(NewSnapshot(pods, modelNamespaces(), nil), node1Config(), nil)
+	_, ops, err := dp.Apply(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops != 1 || dp.gen != gen {
+		t.Errorf("new non-isolated pod: %d operations, generation %d → %d; want 1 element, same generation", ops, gen, dp.gen)
+	}
+	if got := elementsOf(fake, "known-v4"); !slices.Contains(got, "10.0.1.7") || slices.Contains(got, "10.0.1.8") || slices.Contains(got, "10.0.1.9") {
+		t.Errorf("known-v4 %v: want the new local pod, not the host-network pod nor another node's", got)
+	}
+
+	cfg := node1Config()
+	cfg.PodCIDRs = cfg.PodCIDRs[:1]
+	d = Render(NewSnapshot(pods, modelNamespaces(), nil), cfg, nil)
+	if _, _, err := dp.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(fake.Dump(), "ip6 saddr fd00::1:0/112") || dp.gen == gen {
+		t.Errorf("the dropped IPv6 range is still in the base chains (generation %d → %d):\n%s", gen, dp.gen, fake.Dump())
+	}
+	ref := knftables.NewFake(knftables.InetFamily, Table)
+	if _, _, err := NewDataplane(ref, DefaultLogGroup).Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sortedDump(fake), sortedDump(ref); got != want {
+		t.Errorf("partial syncs left\n%s\nwant\n%s", got, want)
+	}
+}
+
+// elementsOf lists a fake set's elements, sorted.
+func elementsOf(f *knftables.Fake, set string) []string {
+	var out []string
+	for _, e := range f.Table.Sets[set].Elements {
+		out = append(out, e.Key[0])
+	}
+	sort.Strings(out)
+	return out
 }

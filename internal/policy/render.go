@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -17,6 +18,9 @@ import (
 //	    ct direction reply accept; ct state related accept
 //	    ip saddr vmap @egress-v4 / ip6 saddr vmap @egress-v6   (pods isolated for egress)
 //	    ip daddr vmap @ingress-v4 / ip6 daddr vmap @ingress-v6  (forward only: pods isolated for ingress)
+//	    ip saddr <pod range> ip saddr != @known-v4 drop (and daddr in forward; and v6):
+//	        an address of the node's pod ranges that is no pod the controller
+//	        knows yet is judged by no policy, so it gets nothing (fail closed)
 //	in-<hash>, eg-<hash>: one chain per distinct allow-list (pods with equal
 //	    allow-lists share it): peer . l4proto . dport in an interval set, peer
 //	    in an interval set of addresses allowed on everything → return; else drop
@@ -47,6 +51,12 @@ const (
 type RenderConfig struct {
 	NodeName string
 	LogGroup uint16
+	// PodCIDRs are the node's pod ranges. Forwarded traffic from or to an
+	// address in them that is not a pod the controller knows is dropped: a
+	// new pod is isolated from its first packet, before the controller has
+	// seen its address (when its policies are not programmed yet), never
+	// open.
+	PodCIDRs []netip.Prefix
 }
 
 // Desired is the table's changing contents for one node.
@@ -59,22 +69,55 @@ type Desired struct {
 	SetElements map[string][][]string
 	// Verdicts are the vmap elements: map name → address → verdict.
 	Verdicts map[string]map[string]string
+	// Known are the addresses of the node's pods (isolated or not) and the
+	// node's own addresses in its pod ranges: set name → addresses.
+	Known map[string]map[string]bool
+	// Ranges are the node's pod ranges, written into the base chains.
+	Ranges []string
 	// Pods is the number of local pods isolated in some direction.
 	Pods int
 }
 
-var vmaps = []string{"ingress-v4", "ingress-v6", "egress-v4", "egress-v6"}
+var (
+	vmaps     = []string{"ingress-v4", "ingress-v6", "egress-v4", "egress-v6"}
+	knownSets = []string{"known-v4", "known-v6"}
+)
+
+// knownSet is the set of known local addresses of a's family.
+func knownSet(a netip.Addr) string {
+	if a.Is4() {
+		return "known-v4"
+	}
+	return "known-v6"
+}
 
 // Render computes the node's table contents from the snapshot. logModes maps
 // a namespace to its log mode (LogAnnotation).
 func Render(s *Snapshot, cfg RenderConfig, logModes map[string]string) *Desired {
-	d := &Desired{Chains: map[string][]string{}, Sets: map[string]string{}, SetElements: map[string][][]string{}, Verdicts: map[string]map[string]string{}}
+	d := &Desired{Chains: map[string][]string{}, Sets: map[string]string{}, SetElements: map[string][][]string{}, Verdicts: map[string]map[string]string{},
+		Known: map[string]map[string]bool{}}
 	for _, m := range vmaps {
 		d.Verdicts[m] = map[string]string{}
+	}
+	for _, k := range knownSets {
+		d.Known[k] = map[string]bool{}
+	}
+	for _, r := range cfg.PodCIDRs {
+		r = r.Masked()
+		d.Ranges = append(d.Ranges, r.String())
+		// The network address (the VXLAN device's) and the gateway are the
+		// node's own.
+		d.Known[knownSet(r.Addr())][r.Addr().String()] = true
+		if gw := r.Addr().Next(); r.Contains(gw) {
+			d.Known[knownSet(gw)][gw.String()] = true
+		}
 	}
 	for _, pod := range s.Pods {
 		if pod.Node != cfg.NodeName || pod.HostNetwork {
 			continue
+		}
+		for _, ip := range pod.IPs {
+			d.Known[knownSet(ip)][ip.String()] = true
 		}
 		in, inSig := s.compileDir(pod, true)
 		eg, egSig := s.compileDir(pod, false)
@@ -195,7 +238,7 @@ func addrType(f string) string {
 
 // staticObjects adds the table, its maps and its static chains with their
 // rules; the base chains are flushed and rewritten, the maps left alone.
-func staticObjects(tx *knftables.Transaction, logGroup uint16, gen uint8) {
+func staticObjects(tx *knftables.Transaction, logGroup uint16, gen uint8, ranges []string) {
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("amime: NetworkPolicy")})
 	for _, m := range vmaps {
 		typ := "ipv4_addr"
@@ -203,6 +246,13 @@ func staticObjects(tx *knftables.Transaction, logGroup uint16, gen uint8) {
 			typ = "ipv6_addr"
 		}
 		tx.Add(&knftables.Map{Name: m, Type: typ + " : verdict"})
+	}
+	for _, k := range knownSets {
+		typ := "ipv4_addr"
+		if strings.HasSuffix(k, "v6") {
+			typ = "ipv6_addr"
+		}
+		tx.Add(&knftables.Set{Name: k, Type: typ})
 	}
 	for _, c := range []struct{ name, hook string }{{"forward", "forward"}, {"input", "input"}} {
 		tx.Add(&knftables.Chain{Name: c.name, Type: knftables.PtrTo(knftables.FilterType),
@@ -213,8 +263,8 @@ func staticObjects(tx *knftables.Transaction, logGroup uint16, gen uint8) {
 		tx.Add(&knftables.Chain{Name: c})
 		tx.Flush(&knftables.Chain{Name: c})
 	}
-	for _, r := range staticRules(logGroup, gen) {
-		tx.Add(&knftables.Rule{Chain: r[0], Rule: r[1]})
+	for _, r := range staticRules(logGroup, gen, ranges) {
+		tx.Add(r)
 	}
 }
 
@@ -232,19 +282,46 @@ const genMask = 0xff000000
 // every connection is judged again: a new policy that denies a connection
 // cuts it (the issue's and upstream e2e's expectation) and deleting one leaves
 // it working. A packet that passes the vmaps records the generation.
-func baseRules(gen uint8) [][2]string {
+//
+// After the vmaps, an address of the node's pod ranges that is not a known
+// pod is dropped: until the controller has seen a new pod's address, it knows
+// neither which policies select it nor whether any does.
+func baseRules(gen uint8, ranges []string) []*knftables.Rule {
 	g := uint32(gen) << 24
-	var out [][2]string
+	var out []*knftables.Rule
+	add := func(chain, rule string, comment ...string) {
+		r := &knftables.Rule{Chain: chain, Rule: rule}
+		if len(comment) > 0 {
+			r.Comment = &comment[0]
+		}
+		out = append(out, r)
+	}
 	for _, c := range []string{"forward", "input"} {
-		out = append(out, [2]string{c, "ct direction reply accept"}, [2]string{c, "ct state related accept"},
-			[2]string{c, fmt.Sprintf("ct mark and 0x%08x == 0x%08x accept", uint32(genMask), g)},
-			[2]string{c, "ip saddr vmap @egress-v4"}, [2]string{c, "ip6 saddr vmap @egress-v6"})
+		add(c, "ct direction reply accept")
+		add(c, "ct state related accept")
+		add(c, fmt.Sprintf("ct mark and 0x%08x == 0x%08x accept", uint32(genMask), g))
+		add(c, "ip saddr vmap @egress-v4")
+		add(c, "ip6 saddr vmap @egress-v6")
 		// Input is traffic to the node's own addresses: only the egress of the
 		// sending pod applies.
 		if c == "forward" {
-			out = append(out, [2]string{"forward", "ip daddr vmap @ingress-v4"}, [2]string{"forward", "ip6 daddr vmap @ingress-v6"})
+			add(c, "ip daddr vmap @ingress-v4")
+			add(c, "ip6 daddr vmap @ingress-v6")
 		}
-		out = append(out, [2]string{c, fmt.Sprintf("ct mark set ct mark and 0x%08x or 0x%08x", uint32(^uint32(genMask)), g)})
+		for _, r := range ranges {
+			kw, set := "ip", "known-v4"
+			if strings.Contains(r, ":") {
+				kw, set = "ip6", "known-v6"
+			}
+			dirs := []string{"saddr", "daddr"}
+			if c == "input" {
+				dirs = dirs[:1]
+			}
+			for _, dir := range dirs {
+				add(c, fmt.Sprintf("%s %s %s %s %s != @%s drop", kw, dir, r, kw, dir, set), "not a known pod of this node")
+			}
+		}
+		add(c, fmt.Sprintf("ct mark set ct mark and 0x%08x or 0x%08x", uint32(^uint32(genMask)), g))
 	}
 	return out
 }
@@ -253,13 +330,13 @@ func staticChains() []string {
 	return []string{"log-allow-ingress", "log-allow-egress", "log-deny-ingress", "log-deny-egress"}
 }
 
-func staticRules(logGroup uint16, gen uint8) [][2]string {
-	out := baseRules(gen)
+func staticRules(logGroup uint16, gen uint8, ranges []string) []*knftables.Rule {
+	out := baseRules(gen, ranges)
 	for _, dir := range []string{"ingress", "egress"} {
 		out = append(out,
-			[2]string{"log-allow-" + dir, fmt.Sprintf(`ct state new limit rate %s log prefix "%s%s " group %d`, logRate, pfxAllow, dir, logGroup)},
-			[2]string{"log-deny-" + dir, fmt.Sprintf(`limit rate %s log prefix "%s%s " group %d`, logRate, pfxDeny, dir, logGroup)},
-			[2]string{"log-deny-" + dir, "drop"})
+			&knftables.Rule{Chain: "log-allow-" + dir, Rule: fmt.Sprintf(`ct state new limit rate %s log prefix "%s%s " group %d`, logRate, pfxAllow, dir, logGroup)},
+			&knftables.Rule{Chain: "log-deny-" + dir, Rule: fmt.Sprintf(`limit rate %s log prefix "%s%s " group %d`, logRate, pfxDeny, dir, logGroup)},
+			&knftables.Rule{Chain: "log-deny-" + dir, Rule: "drop"})
 	}
 	return out
 }
