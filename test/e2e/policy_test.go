@@ -8,6 +8,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -727,6 +729,69 @@ func TestPolicyChangeWithinOneSecond(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
+}
+
+// TestPolicyNewPodFromItsFirstPacket: a pod's policies hold from the first
+// packet its container sends. A pod isolated for egress by a default deny
+// never connects, not even before the agent has seen its status; a pod no
+// policy isolates connects at its first attempt (the CNI plugin's ADD waited
+// until the agent had programmed its address, so the fail-closed rule for
+// unknown addresses does not hold it back).
+func TestPolicyNewPodFromItsFirstPacket(t *testing.T) {
+	m := policyModel(t)
+	podBin := filepath.Join(filepath.Dir(*amimeBin), "amime-pod")
+	attempts := func(name, ns string) []string {
+		t.Helper()
+		apply(t, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: %s, labels: {app: newcomer}}
+spec:
+  nodeName: %s
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, 'for i in $(seq 15); do if %s workload agnhost connect --timeout=300ms %s:80 >/dev/null 2>&1; then echo OK; else echo FAIL; fi; sleep 0.1; done']
+`, name, ns, nodeName(2), podBin, m.ip["y/a"]))
+		t.Cleanup(func() { _, _ = kubectl(t, "delete", "pod", "-n", ns, name, "--wait=false") })
+		var lines []string
+		eventually(t, 30*time.Second, "pod "+name+" finished", func() error {
+			p, err := cs.CoreV1().Pods(ns).Get(ctx(t), name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if p.Status.Phase != corev1.PodSucceeded {
+				return fmt.Errorf("phase %s", p.Status.Phase)
+			}
+			out, err := kubectl(t, "logs", "-n", ns, name)
+			if err != nil {
+				return err
+			}
+			lines = strings.Fields(out)
+			return nil
+		})
+		if len(lines) != 15 {
+			t.Fatalf("pod %s printed %q, want 15 attempts", name, lines)
+		}
+		return lines
+	}
+	if got := attempts("first-allowed", polNS("x")); got[0] != "OK" || slices.Contains(got, "FAIL") {
+		t.Errorf("a new pod no policy isolates: attempts %v, want every one (the first included) to connect", got)
+	}
+	m.policies(t, `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: newcomers-deny-egress, namespace: "{X}"}
+spec:
+  podSelector: {matchLabels: {app: newcomer}}
+  policyTypes: [Egress]
+`)
+	time.Sleep(time.Second)
+	if got := attempts("first-denied", polNS("x")); slices.Contains(got, "OK") {
+		t.Errorf("a new pod isolated for egress by a default deny: attempts %v, want none to connect", got)
+	}
 }
 
 // TestPolicyAgentRestartStaysIsolated: while every agent is killed and
