@@ -7,7 +7,9 @@
 #               namespace (the cross-node pod path without any amime)
 #   (and, for reference: the same routed path with connection tracking on in
 #   r1 and r2, which every Kubernetes node has for Service NAT whatever its
-#   CNI; and the routed path with r1 - r2 a direct veth)
+#   CNI; the routed path with r1 - r2 a direct veth; and the bridged path with
+#   a bare VXLAN tunnel between r1 and r2, without and with connection
+#   tracking: what the encapsulation itself costs on this machine)
 #   pod to pod on one node, across nodes in overlay mode, across nodes in native mode
 # All paths are set up first; then each of REPS rounds measures every path
 # once, in an order that rotates from round to round, so that a slow minute of
@@ -27,7 +29,7 @@ echo "command: bench/podnet.sh (DUR=$DUR REPS=$REPS)"
 pids=()
 cleanup() {
   for p in "${pids[@]-}"; do [[ -n $p ]] && kill -- "-$p" 2>/dev/null || true; done
-  for n in a b ra r1 r2 rb da d1 d2 db ca c1 c2 cb; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
+  for n in a b ra r1 r2 rb da d1 d2 db ca c1 c2 cb va v1 v2 vb wa w1 w2 wb; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
   ip link del amime-bench-br 2>/dev/null || true
   "$AMIME" lab down --name bnet >/dev/null 2>&1 || true
   "$AMIME" lab down --name bnat >/dev/null 2>&1 || true
@@ -102,11 +104,34 @@ routed() { # routed A R1 R2 B N yes/no: a routed path on 10.99.N+1..N+3.0/30, br
   ip -n "amime-bench-$r1" route add "10.99.$((n + 3)).0/30" via "10.99.$((n + 2)).2"
   ip -n "amime-bench-$r2" route add "10.99.$((n + 1)).0/30" via "10.99.$((n + 2)).1"
 }
+# tunnelled A R1 R2 B N: a - r1 - bridge - r2 - b with a VXLAN device in r1
+# and r2 over their bridge ports, configured as the agent configures its
+# overlay (no learning, static neighbour and forwarding entries, MTU 1450,
+# which a and b use too, as pods do).
+tunnelled() {
+  local a=$1 r1=$2 r2=$3 b=$4 n=$5
+  routed "$a" "$r1" "$r2" "$b" "$n" yes
+  for x in "$a ab" "$r1 ra" "$r2 rb" "$b ba"; do ip -n "amime-bench-${x% *}" link set "${x#* }" mtu 1450; done
+  local i
+  for i in 1 2; do
+    local r=$r1 peer=2 dst="10.99.$((n + 3)).0/30"
+    if [[ $i == 2 ]]; then r=$r2 peer=1 dst="10.99.$((n + 1)).0/30"; fi
+    ip -n "amime-bench-$r" route del "$dst"
+    ip -n "amime-bench-$r" link add vx type vxlan id 99 dev eth0 local "10.99.$((n + 2)).$i" dstport 4789 nolearning
+    ip -n "amime-bench-$r" link set vx address "02:00:0a:63:00:0$i" mtu 1450 up
+    ip -n "amime-bench-$r" addr add "10.99.$((n + 4)).$i/32" dev vx
+    ip -n "amime-bench-$r" neigh replace "10.99.$((n + 4)).$peer" lladdr "02:00:0a:63:00:0$peer" dev vx nud permanent
+    bridge -n "amime-bench-$r" fdb append "02:00:0a:63:00:0$peer" dev vx dst "10.99.$((n + 2)).$peer"
+    ip -n "amime-bench-$r" route add "$dst" via "10.99.$((n + 4)).$peer" dev vx onlink
+  done
+}
 routed ra r1 r2 rb 0 yes
 routed da d1 d2 db 10 no
 routed ca c1 c2 cb 20 yes
+tunnelled va v1 v2 vb 30
+tunnelled wa w1 w2 wb 40
 # The smallest ruleset that turns connection tracking on: one forward chain.
-for x in c1 c2; do
+for x in c1 c2 w1 w2; do
   ip netns exec "amime-bench-$x" nft -f - <<'NFT'
 table inet amime-bench-ct {
   chain forward { type filter hook forward priority 0; ct state invalid drop; }
@@ -118,6 +143,8 @@ serve ip netns exec amime-bench-b
 serve ip netns exec amime-bench-rb
 serve ip netns exec amime-bench-db
 serve ip netns exec amime-bench-cb
+serve ip netns exec amime-bench-vb
+serve ip netns exec amime-bench-wb
 serve "$AMIME" lab exec --name bnet server --
 serve "$AMIME" lab exec --name bnat server --
 
@@ -127,11 +154,13 @@ declare -A path=(
   [routed]="10.99.3.2 ip netns exec amime-bench-ra"
   [direct]="10.99.13.2 ip netns exec amime-bench-da"
   [routed-ct]="10.99.23.2 ip netns exec amime-bench-ca"
+  [vxlan]="10.99.33.2 ip netns exec amime-bench-va"
+  [vxlan-ct]="10.99.43.2 ip netns exec amime-bench-wa"
   [same-node]="$ipnet $AMIME lab exec --name bnet near --"
   [overlay]="$ipnet $AMIME lab exec --name bnet far --"
   [native]="$ipnat $AMIME lab exec --name bnat far --"
 )
-order=(veth same-node routed overlay native direct routed-ct)
+order=(veth same-node routed overlay native direct routed-ct vxlan vxlan-ct)
 declare -A gbit rps
 for rep in $(seq "$REPS"); do
   line="round $rep:"
@@ -163,6 +192,10 @@ echo "for reference, against the routed path with connection tracking on in r1 a
 show native routed-ct 0.90
 show overlay routed-ct 0.85
 show routed-ct routed "-"
+echo "what the encapsulation itself costs, and amime's overlay against a bare VXLAN tunnel (with conntrack, as on any node):"
+show vxlan routed "-"
+show vxlan-ct routed-ct "-"
+show overlay vxlan-ct "-"
 echo "and against the routed path whose r1 - r2 link is a direct veth (no bridge):"
 show native direct 0.90
 show overlay direct 0.85
