@@ -259,6 +259,7 @@ func (w *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod) error {
 	if err := netns.AddIn(w.r.opts.HostMountNS, w.sandbox.Netns); err != nil {
 		return err
 	}
+	addStart := time.Now()
 	ips, err := w.r.cni.add(ctx, w.sandbox)
 	if err != nil {
 		// Undo the half-done ADD so that a retry starts clean and nothing leaks.
@@ -269,7 +270,7 @@ func (w *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod) error {
 	}
 	w.sandbox.IPs = ips
 	w.sandbox.CNIDone = true
-	w.log.Info("pod network ready", "ips", ips)
+	w.log.Info("pod network ready", "ips", ips, "cniAdd", time.Since(addStart).Round(time.Millisecond))
 	return writeJSON(filepath.Join(w.dir, "sandbox.json"), w.sandbox)
 }
 

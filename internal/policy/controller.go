@@ -31,6 +31,7 @@ type Controller struct {
 	log        *slog.Logger
 	metrics    *Metrics
 	kick       chan struct{}
+	urgent     chan struct{} // Attach: end the loop's pause
 	// cache carries allow-lists over from sync to sync; only Sync uses it.
 	cache Cache
 
@@ -72,7 +73,7 @@ type Status struct {
 // NewController returns a controller; metrics may be nil.
 func NewController(cfg RenderConfig, dp *Dataplane, pods corelisters.PodLister, namespaces corelisters.NamespaceLister,
 	policies networkinglisters.NetworkPolicyLister, m *Metrics, log *slog.Logger) *Controller {
-	return &Controller{cfg: cfg, dp: dp, pods: pods, namespaces: namespaces, policies: policies, metrics: m, log: log, kick: make(chan struct{}, 1),
+	return &Controller{cfg: cfg, dp: dp, pods: pods, namespaces: namespaces, policies: policies, metrics: m, log: log, kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1),
 		attached: map[string]attachment{}, syncedCh: make(chan struct{})}
 }
 
@@ -94,6 +95,10 @@ func (c *Controller) Attach(ctx context.Context, namespace, name, uid string, ip
 	need := c.started + 1
 	c.mu.Unlock()
 	c.OnChange()
+	select {
+	case c.urgent <- struct{}{}:
+	default:
+	}
 	for {
 		c.mu.Lock()
 		done, ch, lastErr := c.synced >= need, c.syncedCh, c.status.LastError
@@ -170,7 +175,7 @@ func (c *Controller) OnChange() {
 // Run syncs on changes, at most every minInterval, and every resync.
 func (c *Controller) Run(ctx context.Context, minInterval, resync time.Duration) {
 	syncloop.Loop{MinInterval: minInterval, Resync: resync, MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
-		Sync: c.Sync, Kick: c.OnChange,
+		Sync: c.Sync, Kick: c.OnChange, Urgent: c.urgent,
 		Failed: func(err error) { c.log.Warn("policy sync failed; the previous rules stay in place", "err", err) },
 	}.Run(ctx, c.kick)
 }

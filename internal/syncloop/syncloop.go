@@ -21,6 +21,10 @@ type Loop struct {
 	// each error before the retry is scheduled.
 	Kick   func()
 	Failed func(error)
+	// Urgent, when set, ends the pause after a sync early: for a caller that
+	// waits for the next sync (a CNI ADD waiting for its pod's policies),
+	// not for informer events, which the pause batches.
+	Urgent <-chan struct{}
 }
 
 // Run syncs once at once, then as kicked through kicks, until ctx ends.
@@ -47,6 +51,7 @@ func (l Loop) Run(ctx context.Context, kicks <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-time.After(l.MinInterval):
+		case <-l.Urgent:
 		}
 	}
 }

@@ -52,3 +52,35 @@ func TestRunSyncsAtOnceOnKickAndRetriesFailures(t *testing.T) {
 	}
 	cancel()
 }
+
+// TestUrgentEndsThePause: with an hour-long pause, a kick alone waits; a kick
+// with Urgent syncs at once.
+func TestUrgentEndsThePause(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kicks := make(chan struct{}, 1)
+	urgent := make(chan struct{}, 1)
+	synced := make(chan struct{}, 16)
+	l := Loop{MinInterval: time.Hour, Resync: time.Hour, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond,
+		Sync:   func(context.Context) error { synced <- struct{}{}; return nil },
+		Kick:   func() { kicks <- struct{}{} },
+		Failed: func(error) {}, Urgent: urgent}
+	go l.Run(ctx, kicks)
+	select {
+	case <-synced:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no first sync")
+	}
+	kicks <- struct{}{}
+	select {
+	case <-synced:
+		t.Fatal("a kick during the pause synced before the pause ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	urgent <- struct{}{}
+	select {
+	case <-synced:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Urgent did not end the pause")
+	}
+}
