@@ -17,9 +17,10 @@ deps:
 build: amime controlplane
 
 amime:
-	@echo "build: bin/amime, bin/amime-pod"
+	@echo "build: bin/amime, bin/amime-pod, bin/amime-cni"
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/amime ./cmd/amime
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/amime-pod ./cmd/amime-pod
+	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/amime-cni ./cmd/amime-cni
 
 # The control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kubectl) lives in its own module; its first build takes several minutes.

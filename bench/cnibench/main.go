@@ -19,36 +19,73 @@ import (
 )
 
 func main() {
-	bin := flag.String("amime", "bin/amime", "amime binary (the plugin)")
+	bin := flag.String("amime", "bin/amime-cni", "the amime plugin binary (what the agent installs)")
+	full := flag.String("full", "", "also measure this binary as the plugin (the full amime binary, for reference)")
 	n := flag.Int("pods", 200, "ADDs per plugin")
 	flag.Parse()
-	if err := run(*bin, *n); err != nil {
+	if err := run(*bin, *full, *n); err != nil {
 		fmt.Fprintln(os.Stderr, "cnibench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, n int) error {
-	abs, err := filepath.Abs(bin)
-	if err != nil {
-		return err
-	}
+// plugin is one configuration under test, with its own plugin directory so
+// that two binaries can both be "type": "amime".
+type plugin struct {
+	name, conf string
+	cni        *libcni.CNIConfig
+	list       *libcni.NetworkConfigList
+	pods       []string
+	took       []time.Duration
+}
+
+func run(bin, full string, n int) error {
 	tmp, err := os.MkdirTemp("", "cnibench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	binDir := filepath.Join(tmp, "bin")
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return err
+	// withBin is a plugin directory holding bin as "amime" (none for the baseline).
+	withBin := func(name, bin string) (*libcni.CNIConfig, error) {
+		dirs := []string{"/usr/lib/cni"}
+		if bin != "" {
+			abs, err := filepath.Abs(bin)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := os.Stat(abs); err != nil {
+				return nil, fmt.Errorf("plugin binary: %w (run make build)", err)
+			}
+			dir := filepath.Join(tmp, "bin-"+name)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.Symlink(abs, filepath.Join(dir, "amime")); err != nil {
+				return nil, err
+			}
+			dirs = append([]string{dir}, dirs...)
+		}
+		return libcni.NewCNIConfigWithCacheDir(dirs, filepath.Join(tmp, "cache-"+name), nil), nil
 	}
-	if err := os.Symlink(abs, filepath.Join(binDir, "amime")); err != nil {
-		return err
+	amimeConf := func(name, cidr string) string {
+		return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"bench-%s","plugins":[{"type":"amime","podCIDRs":[%q],"mtu":1450,"dataDir":%q}]}`, name, cidr, filepath.Join(tmp, "ipam-"+name))
 	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{binDir, "/usr/lib/cni"}, filepath.Join(tmp, "cache"), nil)
-	configs := []struct{ name, conf string }{
-		{"amime", fmt.Sprintf(`{"cniVersion":"1.1.0","name":"bench-amime","plugins":[{"type":"amime","podCIDRs":["10.251.0.0/16"],"mtu":1450,"dataDir":%q}]}`, filepath.Join(tmp, "ipam"))},
-		{"bridge+host-local (baseline)", fmt.Sprintf(`{"cniVersion":"1.0.0","name":"bench-bridge","plugins":[{"type":"bridge","bridge":"benchbr0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.252.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(tmp, "hl"))},
+	plugins := []*plugin{
+		{name: "amime", conf: amimeConf("amime", "10.251.0.0/16")},
+		{name: "bridge+host-local (baseline)", conf: fmt.Sprintf(`{"cniVersion":"1.0.0","name":"bench-bridge","plugins":[{"type":"bridge","bridge":"benchbr0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.252.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(tmp, "hl"))},
+	}
+	bins := []string{bin, ""}
+	if full != "" {
+		plugins = append(plugins, &plugin{name: "amime, full binary", conf: amimeConf("full", "10.253.0.0/16")})
+		bins = append(bins, full)
+	}
+	for i, p := range plugins {
+		if p.cni, err = withBin(fmt.Sprint(i), bins[i]); err != nil {
+			return err
+		}
+		if p.list, err = libcni.ConfListFromBytes([]byte(p.conf)); err != nil {
+			return err
+		}
 	}
 	node := "amime-bench-cni-node"
 	_ = netns.Delete(node)
@@ -56,50 +93,45 @@ func run(bin string, n int) error {
 		return err
 	}
 	defer netns.Delete(node)
-	results := map[string][]time.Duration{}
-	for ci, c := range configs {
-		list, err := libcni.ConfListFromBytes([]byte(c.conf))
-		if err != nil {
-			return err
+	defer func() {
+		for _, p := range plugins {
+			for _, pod := range p.pods {
+				rt := &libcni.RuntimeConf{ContainerID: pod, NetNS: netns.Path(pod), IfName: "eth0"}
+				_ = netns.Do(netns.Path(node), func() error { return p.cni.DelNetworkList(context.Background(), p.list, rt) })
+				_ = netns.Delete(pod)
+			}
 		}
-		var pods []string
-		for i := 0; i < n; i++ {
-			pod := fmt.Sprintf("amime-bench-cni-%d-%d", ci, i)
+	}()
+	// Interleaved: pod i of every plugin, then pod i+1, so that the machine's
+	// load drifts over all of them alike.
+	for i := 0; i < n; i++ {
+		for pi, p := range plugins {
+			pod := fmt.Sprintf("amime-bench-cni-%d-%d", pi, i)
 			_ = netns.Delete(pod)
 			if err := netns.Add(pod); err != nil {
 				return err
 			}
-			pods = append(pods, pod)
+			p.pods = append(p.pods, pod)
 			rt := &libcni.RuntimeConf{ContainerID: pod, NetNS: netns.Path(pod), IfName: "eth0"}
 			var d time.Duration
 			err := netns.Do(netns.Path(node), func() error {
 				start := time.Now()
-				_, err := cni.AddNetworkList(context.Background(), list, rt)
+				_, err := p.cni.AddNetworkList(context.Background(), p.list, rt)
 				d = time.Since(start)
 				return err
 			})
 			if err != nil {
-				return fmt.Errorf("%s ADD %d: %w", c.name, i, err)
+				return fmt.Errorf("%s ADD %d: %w", p.name, i, err)
 			}
-			results[c.name] = append(results[c.name], d)
-		}
-		for _, pod := range pods {
-			rt := &libcni.RuntimeConf{ContainerID: pod, NetNS: netns.Path(pod), IfName: "eth0"}
-			_ = netns.Do(netns.Path(node), func() error { return cni.DelNetworkList(context.Background(), list, rt) })
-			_ = netns.Delete(pod)
+			p.took = append(p.took, d)
 		}
 	}
-	fmt.Printf("CNI ADD latency over %d pods each, through libcni, one at a time:\n", n)
-	var base []time.Duration
-	for _, c := range configs {
-		r := results[c.name]
-		sort.Slice(r, func(i, j int) bool { return r[i] < r[j] })
-		fmt.Printf("  %-30s p50 %6.1f ms   p99 %6.1f ms\n", c.name, ms(pct(r, 50)), ms(pct(r, 99)))
-		if base == nil && c.name != "amime" {
-			base = r
-		}
+	fmt.Printf("CNI ADD latency over %d pods each, through libcni, one at a time (plugins interleaved):\n", n)
+	for _, p := range plugins {
+		sort.Slice(p.took, func(i, j int) bool { return p.took[i] < p.took[j] })
+		fmt.Printf("  %-30s p50 %6.1f ms   p99 %6.1f ms\n", p.name, ms(pct(p.took, 50)), ms(pct(p.took, 99)))
 	}
-	a := results["amime"]
+	a, base := plugins[0].took, plugins[1].took
 	fmt.Printf("  ratio amime/baseline: p50 %.2f, p99 %.2f (target: amime p99 < 50 ms)\n", ms(pct(a, 50))/ms(pct(base, 50)), ms(pct(a, 99))/ms(pct(base, 99)))
 	return nil
 }

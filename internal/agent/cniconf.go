@@ -50,22 +50,43 @@ func writeConflist(dir string, podCIDRs []netip.Prefix, mtu int, ipamDir, attach
 	return string(b), atomicfile.Write(path, b, 0o644)
 }
 
-// installPlugin copies the running binary to <binDir>/amime, where runtimes look
-// for the plugin named by the configuration's "type". It is replaced atomically
-// and only when its content differs.
+// pluginBinary is the amime CNI plugin shipped with the running binary: the
+// lean amime-cni beside it when there is one (a runtime execs the plugin for
+// every pod, and the small binary starts several times faster), else the
+// running amime binary itself, which is also a complete plugin.
+func pluginBinary(self string) string {
+	if p := filepath.Join(filepath.Dir(self), "amime-cni"); isExecutable(p) {
+		return p
+	}
+	return self
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// installPlugin copies the plugin (see pluginBinary) to <binDir>/amime, where
+// runtimes look for the plugin named by the configuration's "type". It is
+// replaced atomically and only when its content differs.
 func installPlugin(binDir string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
+	return installFile(pluginBinary(self), binDir)
+}
+
+// installFile copies src to <binDir>/amime (see installPlugin).
+func installFile(src, binDir string) error {
 	dst := filepath.Join(binDir, "amime")
-	if same, _ := sameFile(self, dst); same {
+	if same, _ := sameFile(src, dst); same {
 		return nil
 	}
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return err
 	}
-	in, err := os.Open(self)
+	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}

@@ -253,3 +253,34 @@ func TestInstallPlugin(t *testing.T) {
 		t.Errorf("%d files in the bin directory, want 1 (no temporary files left)", len(des))
 	}
 }
+
+func TestPluginBinaryPrefersTheLeanPlugin(t *testing.T) {
+	dir := t.TempDir()
+	self := filepath.Join(dir, "amime")
+	lean := filepath.Join(dir, "amime-cni")
+	if err := os.WriteFile(self, []byte("full"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := pluginBinary(self); got != self {
+		t.Errorf("without amime-cni: %s, want the running binary %s", got, self)
+	}
+	if err := os.WriteFile(lean, []byte("lean"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := pluginBinary(self); got != self {
+		t.Errorf("with a non-executable amime-cni: %s, want the running binary", got)
+	}
+	if err := os.Chmod(lean, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := pluginBinary(self); got != lean {
+		t.Errorf("with amime-cni: %s, want %s", got, lean)
+	}
+	binDir := filepath.Join(dir, "opt-cni-bin")
+	if err := installFile(pluginBinary(self), binDir); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(binDir, "amime")); string(b) != "lean" {
+		t.Errorf("installed %q, want the lean plugin", b)
+	}
+}
