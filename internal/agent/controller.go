@@ -170,7 +170,11 @@ func (c *routingController) syncOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	if err := masq.Sync(ctx, nft, masq.Config{PodCIDRs: c.cfg.ClusterCIDRs, NonMasquerade: nonMasq}); err != nil {
+	mc := masq.Config{PodCIDRs: c.cfg.ClusterCIDRs, NonMasquerade: nonMasq}
+	if desired.VXLAN != nil {
+		mc.TunnelPort = uint16(desired.VXLAN.Port)
+	}
+	if err := masq.Sync(ctx, nft, mc); err != nil {
 		return err
 	}
 	conf, err := writeConflist(c.cfg.CNIConfDir, self.PodCIDRs, desired.PodMTU, c.cfg.IPAMDir, c.cfg.AttachSocket)

@@ -135,6 +135,14 @@ func TestSync(t *testing.T) {
 			cfg:  Config{},
 			want: map[string][]string{},
 		},
+		{
+			name: "overlay",
+			cfg:  Config{PodCIDRs: prefixes("10.244.0.0/16"), NonMasquerade: prefixes("192.168.1.0/24"), TunnelPort: 8472},
+			want: map[string][]string{
+				"pod-cidrs-v4": {"10.244.0.0/16"},
+				"no-masq-v4":   {"10.244.0.0/16", "192.168.1.0/24"},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,6 +156,19 @@ func TestSync(t *testing.T) {
 			}
 			if len(rules) != 2 {
 				t.Errorf("%d rules in postrouting, want 2", len(rules))
+			}
+			wantTunnel := 0
+			if tt.cfg.TunnelPort != 0 {
+				wantTunnel = 1
+			}
+			for _, chain := range []string{"tunnel-prerouting", "tunnel-output"} {
+				rules, err := fake.ListRules(context.Background(), chain)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rules) != wantTunnel {
+					t.Errorf("%d rules in %s, want %d", len(rules), chain, wantTunnel)
+				}
 			}
 			// A second Sync of the same configuration changes nothing.
 			before := fake.Dump()
@@ -166,6 +187,7 @@ func TestSyncReplaces(t *testing.T) {
 		PodCIDRs:      prefixes("10.244.0.0/16", "fd00:10:244::/56"),
 		NonMasquerade: prefixes("192.168.1.0/24", "172.16.0.0/12", "fd00:1::/64"),
 	}
+	first.TunnelPort = 8472 // overlay, then native: the tunnel rules go
 	second := Config{
 		PodCIDRs:      prefixes("10.32.0.0/16"),
 		NonMasquerade: prefixes("192.168.2.0/24"),
