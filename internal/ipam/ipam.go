@@ -7,8 +7,10 @@
 //   - Every operation holds an exclusive flock(2) on <dataDir>/lock (and, within
 //     one process, a mutex), so concurrent plugin processes are serialised.
 //   - Every allocation is its own file, <dataDir>/<range>/<ip>, created with
-//     O_CREAT|O_EXCL and fsync'd together with its directory. After a crash an
-//     allocation is either on disk or not. A file that exists but does not name
+//     O_CREAT|O_EXCL under the lock and fsync'd together with its directory
+//     after the lock is released, before the caller is answered (so that
+//     concurrent ADDs do not queue behind each other's disk writes). After a
+//     crash an allocation that was reported is on disk. A file that exists but does not name
 //     an owner (a crash between create and write) still holds its address, is
 //     never handed out again, and is released by GC.
 //   - Addresses are handed out round robin from <dataDir>/<range>/last_reserved,
@@ -172,21 +174,37 @@ func (a *Allocator) Allocate(att Attachment) ([]Allocation, error) {
 		return nil, err
 	}
 	var out []Allocation
+	var created []record
 	err := a.locked(func(s *store) error {
 		var err error
-		out, err = a.allocate(s, att)
+		out, created, err = a.allocate(s, att)
 		return err
 	})
+	var fe *flushError
+	if errors.As(err, &fe) && len(created) > 0 {
+		// Written but not durable: hand nothing out.
+		rerr := a.locked(func(s *store) error {
+			var errs []error
+			for _, r := range created {
+				errs = append(errs, s.remove(r))
+			}
+			return errors.Join(errs...)
+		})
+		if rerr != nil {
+			err = errors.Join(err, fmt.Errorf("ipam: roll back: %w", rerr))
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (a *Allocator) allocate(s *store, att Attachment) ([]Allocation, error) {
+// allocate returns the attachment's allocations and those of them it created.
+func (a *Allocator) allocate(s *store, att Attachment) ([]Allocation, []record, error) {
 	all, err := s.scanAll()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]Allocation, 0, len(a.spans))
 	var created []record // rolled back if anything fails
@@ -205,7 +223,7 @@ func (a *Allocator) allocate(s *store, att Attachment) ([]Allocation, error) {
 		}
 		addr, err := a.pick(s, sp, all, att)
 		if err != nil {
-			return nil, rollback(err)
+			return nil, nil, rollback(err)
 		}
 		created = append(created, record{Addr: addr, Range: sp.prefix, Owner: att})
 		out = append(out, sp.allocation(addr))
@@ -214,10 +232,10 @@ func (a *Allocator) allocate(s *store, att Attachment) ([]Allocation, error) {
 	// rolled-back attempt leaves no trace.
 	for _, r := range created {
 		if err := s.writeLastReserved(r.Range, r.Addr); err != nil {
-			return nil, rollback(err)
+			return nil, nil, rollback(err)
 		}
 	}
-	return out, nil
+	return out, created, nil
 }
 
 // held returns the attachment's allocation among recs (the lowest address, should
@@ -414,16 +432,32 @@ func (a *Allocator) InUse() ([]Allocation, error) {
 	return out, nil
 }
 
-// locked runs fn with the in-process mutex and the data directory's flock held.
+// locked runs fn with the in-process mutex and the data directory's flock held,
+// then, with both released, makes what fn wrote durable (store.flush). A
+// failure of that last step alone comes back as a *flushError.
 func (a *Allocator) locked(fn func(*store) error) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	s, err := openStore(a.dir)
 	if err != nil {
+		a.mu.Unlock()
 		return err
 	}
-	return errors.Join(fn(s), s.close())
+	err = errors.Join(fn(s), s.close())
+	a.mu.Unlock()
+	if ferr := s.flush(); ferr != nil {
+		if err != nil {
+			return errors.Join(err, ferr)
+		}
+		return &flushError{ferr}
+	}
+	return err
 }
+
+// flushError is a failure to make a completed operation durable.
+type flushError struct{ err error }
+
+func (e *flushError) Error() string { return "ipam: " + e.err.Error() }
+func (e *flushError) Unwrap() error { return e.err }
 
 func sortAllocations(as []Allocation) {
 	slices.SortFunc(as, func(x, y Allocation) int {

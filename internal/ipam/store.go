@@ -44,9 +44,19 @@ func (r record) allocation() Allocation {
 }
 
 // store is a data directory whose lock is held.
+//
+// Files created and removed under the lock are made durable after it is
+// released (flush): the lock only has to make an address's file visible to the
+// other allocators, which the page cache does at once, and holding it through
+// each fsync would serialise a node's concurrent ADDs behind the disk. The
+// caller answers only after flush succeeds, so an ADD that reported success
+// survives a crash exactly as before.
 type store struct {
 	dir  string
 	lock *os.File
+	// created files to fsync, and directories whose entries changed.
+	created []string
+	dirs    map[string]bool
 }
 
 // openStore takes the data directory's exclusive lock, creating the directory and
@@ -70,7 +80,25 @@ func openStore(dir string) (*store, error) {
 		f.Close()
 		return nil, fmt.Errorf("ipam: lock %s: %w", path, err)
 	}
-	return &store{dir: dir, lock: f}, nil
+	return &store{dir: dir, lock: f, dirs: map[string]bool{}}, nil
+}
+
+// flush fsyncs the files created and the directories changed under the lock;
+// it runs after close.
+func (s *store) flush() error {
+	var errs []error
+	for _, path := range s.created {
+		if err := syncFile(path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for dir := range s.dirs {
+		if err := syncDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.created, s.dirs = nil, map[string]bool{}
+	return errors.Join(errs...)
 }
 
 // close releases the lock (closing the file would release it too).
@@ -190,16 +218,14 @@ func parseOwner(data []byte) (Attachment, bool) {
 	return att, true
 }
 
-// create persists allocation r: the file is created exclusively (errTaken if it
-// exists), written, fsync'd, and its directory fsync'd. On failure the file is
-// removed again.
+// create writes allocation r: the file is created exclusively (errTaken if it
+// exists) and written; flush makes it durable. On failure the file is removed
+// again.
 func (s *store) create(r record) error {
 	dir := s.rangeDir(r.Range)
 	switch err := os.Mkdir(dir, 0o700); {
 	case err == nil:
-		if err := syncDir(s.dir); err != nil {
-			return fmt.Errorf("ipam: create range directory for %s: %w", r.Range, err)
-		}
+		s.dirs[s.dir] = true
 	case !errors.Is(err, fs.ErrExist):
 		return fmt.Errorf("ipam: create range directory for %s: %w", r.Range, err)
 	}
@@ -212,30 +238,27 @@ func (s *store) create(r record) error {
 		return fmt.Errorf("ipam: allocate %s: %w", r.Addr, err)
 	}
 	_, werr := f.Write(formatOwner(r.Owner))
-	serr := f.Sync()
 	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return errors.Join(fmt.Errorf("ipam: allocate %s: %w", r.Addr, err), removeAndSync(path))
+	if err := errors.Join(werr, cerr); err != nil {
+		if rerr := os.Remove(path); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return fmt.Errorf("ipam: allocate %s: %w", r.Addr, err)
 	}
-	if err := syncDir(dir); err != nil {
-		return errors.Join(fmt.Errorf("ipam: allocate %s: %w", r.Addr, err), removeAndSync(path))
-	}
+	s.created = append(s.created, path)
+	s.dirs[dir] = true
 	return nil
 }
 
-// remove deletes allocation r's file, if it still exists, and fsyncs its directory.
+// remove deletes allocation r's file, if it still exists; flush makes the
+// removal durable.
 func (s *store) remove(r record) error {
-	if err := removeAndSync(s.path(r)); err != nil {
+	path := s.path(r)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("ipam: release %s: %w", r.Addr, err)
 	}
+	s.dirs[filepath.Dir(path)] = true
 	return nil
-}
-
-func removeAndSync(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // readLastReserved returns the address most recently handed out from range p, or
@@ -256,7 +279,9 @@ func (s *store) readLastReserved(p netip.Prefix) (netip.Addr, error) {
 }
 
 // writeLastReserved atomically replaces range p's last_reserved file. A fixed
-// temporary name suffices because the lock is held.
+// temporary name suffices because the lock is held. It is not fsync'd: the
+// cursor only spreads reuse out, and one that a crash took back to an older
+// address still skips every address in use.
 func (s *store) writeLastReserved(p netip.Prefix, a netip.Addr) error {
 	dir := s.rangeDir(p)
 	tmp := filepath.Join(dir, lastReservedName+".tmp")
@@ -266,19 +291,28 @@ func (s *store) writeLastReserved(p netip.Prefix, a netip.Addr) error {
 			return err
 		}
 		_, werr := f.WriteString(a.String() + "\n")
-		serr := f.Sync()
 		cerr := f.Close()
-		if err := errors.Join(werr, serr, cerr); err != nil {
+		if err := errors.Join(werr, cerr); err != nil {
 			return err
 		}
-		if err := os.Rename(tmp, filepath.Join(dir, lastReservedName)); err != nil {
-			return err
-		}
-		return syncDir(dir)
+		return os.Rename(tmp, filepath.Join(dir, lastReservedName))
 	}()
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("ipam: record last reserved address of %s: %w", p, err)
+	}
+	return nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(serr, cerr); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	return nil
 }
