@@ -407,6 +407,9 @@ func TestDualStackAllOrNothing(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.ranges[1]) {
 				t.Errorf("error %q does not name %s", err, tt.ranges[1])
 			}
+			if strings.Contains(err.Error(), "sync") {
+				t.Errorf("error %q also reports syncing the rolled-back file", err)
+			}
 			if after := mustInUse(t, a); !slices.Equal(after, before) {
 				t.Errorf("InUse after failed Allocate = %v, want %v (the first range's address rolled back)", after, before)
 			}

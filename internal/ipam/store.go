@@ -257,6 +257,7 @@ func (s *store) remove(r record) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("ipam: release %s: %w", r.Addr, err)
 	}
+	s.created = slices.DeleteFunc(s.created, func(p string) bool { return p == path })
 	s.dirs[filepath.Dir(path)] = true
 	return nil
 }
