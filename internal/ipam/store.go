@@ -88,12 +88,12 @@ func openStore(dir string) (*store, error) {
 func (s *store) flush() error {
 	var errs []error
 	for _, path := range s.created {
-		if err := syncFile(path); err != nil {
+		if err := syncPath(path); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for dir := range s.dirs {
-		if err := syncDir(dir); err != nil {
+		if err := syncPath(dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -305,22 +305,9 @@ func (s *store) writeLastReserved(p netip.Prefix, a netip.Addr) error {
 	return nil
 }
 
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(serr, cerr); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncDir fsyncs a directory so that entries created, renamed or removed in it
-// survive a crash.
-func syncDir(dir string) error {
+// syncPath fsyncs a file, or a directory so that entries created, renamed or
+// removed in it survive a crash.
+func syncPath(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
