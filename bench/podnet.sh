@@ -9,7 +9,10 @@
 #   r1 and r2, which every Kubernetes node has for Service NAT whatever its
 #   CNI; the routed path with r1 - r2 a direct veth; and the bridged path with
 #   a bare VXLAN tunnel between r1 and r2, without and with connection
-#   tracking: what the encapsulation itself costs on this machine)
+#   tracking: what the encapsulation itself costs on this machine; and a
+#   one-router path a - r - b built as a node's pod path is, veths with GRO
+#   off and MTU 1450, connection tracking on in r: what the same-node pod path
+#   costs without anything of amime)
 #   pod to pod on one node, across nodes in overlay mode, across nodes in native mode
 # All paths are set up first; then each of REPS rounds measures every path
 # once, in an order that rotates from round to round, so that a slow minute of
@@ -29,7 +32,7 @@ echo "command: bench/podnet.sh (DUR=$DUR REPS=$REPS)"
 pids=()
 cleanup() {
   for p in "${pids[@]-}"; do [[ -n $p ]] && kill -- "-$p" 2>/dev/null || true; done
-  for n in a b ra r1 r2 rb da d1 d2 db ca c1 c2 cb va v1 v2 vb wa w1 w2 wb; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
+  for n in a b ra r1 r2 rb da d1 d2 db ca c1 c2 cb va v1 v2 vb wa w1 w2 wb ha hr hb; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
   ip link del amime-bench-br 2>/dev/null || true
   "$AMIME" lab down --name bnet >/dev/null 2>&1 || true
   "$AMIME" lab down --name bnat >/dev/null 2>&1 || true
@@ -125,13 +128,24 @@ tunnelled() {
     ip -n "amime-bench-$r" route add "$dst" via "10.99.$((n + 4)).$peer" dev vx onlink
   done
 }
+# hop: ha - hr - hb, as two pods on one node are joined (one forwarding
+# namespace, veths as the CNI plugin leaves them: GRO off, MTU 1450).
+for x in ha hr hb; do ip netns add "amime-bench-$x"; ip -n "amime-bench-$x" link set lo up; done
+for x in "ha 51" "hb 52"; do
+  ns=${x% *} n=${x#* }
+  ip link add eth0 netns "amime-bench-$ns" mtu 1450 type veth peer name "$ns" netns amime-bench-hr mtu 1450
+  ip -n "amime-bench-$ns" addr add "10.99.$n.2/30" dev eth0; ip -n amime-bench-hr addr add "10.99.$n.1/30" dev "$ns"
+  ip -n "amime-bench-$ns" link set eth0 up; ip -n amime-bench-hr link set "$ns" up
+  ip -n "amime-bench-$ns" route add default via "10.99.$n.1"
+done
+ip netns exec amime-bench-hr sysctl -qw net.ipv4.ip_forward=1
 routed ra r1 r2 rb 0 yes
 routed da d1 d2 db 10 no
 routed ca c1 c2 cb 20 yes
 tunnelled va v1 v2 vb 30
 tunnelled wa w1 w2 wb 40
 # The smallest ruleset that turns connection tracking on: one forward chain.
-for x in c1 c2 w1 w2; do
+for x in c1 c2 w1 w2 hr; do
   ip netns exec "amime-bench-$x" nft -f - <<'NFT'
 table inet amime-bench-ct {
   chain forward { type filter hook forward priority 0; ct state invalid drop; }
@@ -145,6 +159,7 @@ serve ip netns exec amime-bench-db
 serve ip netns exec amime-bench-cb
 serve ip netns exec amime-bench-vb
 serve ip netns exec amime-bench-wb
+serve ip netns exec amime-bench-hb
 serve "$AMIME" lab exec --name bnet server --
 serve "$AMIME" lab exec --name bnat server --
 
@@ -156,11 +171,12 @@ declare -A path=(
   [routed-ct]="10.99.23.2 ip netns exec amime-bench-ca"
   [vxlan]="10.99.33.2 ip netns exec amime-bench-va"
   [vxlan-ct]="10.99.43.2 ip netns exec amime-bench-wa"
+  [hop-ct]="10.99.52.2 ip netns exec amime-bench-ha"
   [same-node]="$ipnet $AMIME lab exec --name bnet near --"
   [overlay]="$ipnet $AMIME lab exec --name bnet far --"
   [native]="$ipnat $AMIME lab exec --name bnat far --"
 )
-order=(veth same-node routed overlay native direct routed-ct vxlan vxlan-ct)
+order=(veth same-node routed overlay native direct routed-ct vxlan vxlan-ct hop-ct)
 declare -A gbit rps
 for rep in $(seq "$REPS"); do
   line="round $rep:"
@@ -186,6 +202,9 @@ show() { # LABEL BASE TARGET
   printf '%-28s throughput %.2f, requests %.2f   (target ≥ %s)\n' "$1 / $2:" "$(ratios "${gbit[$1]}" "${gbit[$2]}")" "$(ratios "${rps[$1]}" "${rps[$2]}")" "$3"
 }
 show same-node veth 0.95
+echo "what one forwarding hop costs, and amime's same-node path against it (both with conntrack):"
+show hop-ct veth "-"
+show same-node hop-ct "-"
 show native routed 0.90
 show overlay routed 0.85
 echo "for reference, against the routed path with connection tracking on in r1 and r2:"
