@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CNI ADD latency p50/p99 over 200 pods: the amime plugin vs Debian's bridge +
+# CNI ADD latency p50/p99 over 200 pods one at a time, then in bursts of 100
+# started at once (a node starting many pods): the amime plugin vs Debian's bridge +
 # host-local in the same run (and the full amime binary as the plugin, for
 # reference). Needs root and bin/amime-cni, bin/amime (make build).
 set -euo pipefail

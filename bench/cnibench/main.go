@@ -6,11 +6,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -21,9 +23,11 @@ import (
 func main() {
 	bin := flag.String("amime", "bin/amime-cni", "the amime plugin binary (what the agent installs)")
 	full := flag.String("full", "", "also measure this binary as the plugin (the full amime binary, for reference)")
-	n := flag.Int("pods", 200, "ADDs per plugin")
+	n := flag.Int("pods", 200, "ADDs per plugin, one at a time")
+	burst := flag.Int("burst", 100, "then ADDs started at once per plugin, as a node starting many pods (0: none)")
+	rounds := flag.Int("burst-rounds", 3, "bursts per plugin, plugins alternating")
 	flag.Parse()
-	if err := run(*bin, *full, *n); err != nil {
+	if err := run(*bin, *full, *n, *burst, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "cnibench:", err)
 		os.Exit(1)
 	}
@@ -37,9 +41,11 @@ type plugin struct {
 	list       *libcni.NetworkConfigList
 	pods       []string
 	took       []time.Duration
+	// burst: every ADD's latency over all bursts, and each burst's duration
+	burst, walls []time.Duration
 }
 
-func run(bin, full string, n int) error {
+func run(bin, full string, n, burst, rounds int) error {
 	tmp, err := os.MkdirTemp("", "cnibench")
 	if err != nil {
 		return err
@@ -133,6 +139,63 @@ func run(bin, full string, n int) error {
 	}
 	a, base := plugins[0].took, plugins[1].took
 	fmt.Printf("  ratio amime/baseline: p50 %.2f, p99 %.2f (target: amime p99 < 50 ms)\n", ms(pct(a, 50))/ms(pct(base, 50)), ms(pct(a, 99))/ms(pct(base, 99)))
+	if burst == 0 {
+		return nil
+	}
+	for r := range rounds {
+		for k := range plugins {
+			// Rotate which plugin goes first from round to round.
+			pi := (k + r) % len(plugins)
+			if err := runBurst(plugins[pi], pi, r, burst, node); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Printf("CNI ADD latency in bursts of %d ADDs started at once, %d bursts per plugin (plugins alternating):\n", burst, rounds)
+	for _, p := range plugins {
+		sort.Slice(p.burst, func(i, j int) bool { return p.burst[i] < p.burst[j] })
+		sort.Slice(p.walls, func(i, j int) bool { return p.walls[i] < p.walls[j] })
+		fmt.Printf("  %-30s p50 %6.1f ms   p99 %6.1f ms   burst done in %6.0f ms (median)\n", p.name, ms(pct(p.burst, 50)), ms(pct(p.burst, 99)), ms(pct(p.walls, 50)))
+	}
+	a, base = plugins[0].burst, plugins[1].burst
+	fmt.Printf("  ratio amime/baseline: p50 %.2f, p99 %.2f, burst duration %.2f\n", ms(pct(a, 50))/ms(pct(base, 50)), ms(pct(a, 99))/ms(pct(base, 99)),
+		ms(pct(plugins[0].walls, 50))/ms(pct(plugins[1].walls, 50)))
+	return nil
+}
+
+// runBurst starts n ADDs of plugin p at once, each for its own pod namespace
+// (made beforehand), and records their latencies and the burst's duration.
+func runBurst(p *plugin, pi, round, n int, node string) error {
+	pods := make([]string, n)
+	for i := range pods {
+		pods[i] = fmt.Sprintf("amime-bench-cni-%d-b%d-%d", pi, round, i)
+		_ = netns.Delete(pods[i])
+		if err := netns.Add(pods[i]); err != nil {
+			return err
+		}
+		p.pods = append(p.pods, pods[i])
+	}
+	took := make([]time.Duration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, pod := range pods {
+		wg.Go(func() {
+			rt := &libcni.RuntimeConf{ContainerID: pod, NetNS: netns.Path(pod), IfName: "eth0"}
+			errs[i] = netns.Do(netns.Path(node), func() error {
+				t := time.Now()
+				_, err := p.cni.AddNetworkList(context.Background(), p.list, rt)
+				took[i] = time.Since(t)
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	p.walls = append(p.walls, time.Since(start))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s burst %d: %w", p.name, round, err)
+	}
+	p.burst = append(p.burst, took...)
 	return nil
 }
 
