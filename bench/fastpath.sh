@@ -18,12 +18,11 @@ cd "$(dirname "$0")/.."
 POD=$PWD/bin/amime-pod
 DUR=${DUR:-5}
 REPS=${REPS:-5}
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); date: $(date -u +%F); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "command: bench/fastpath.sh (DUR=$DUR REPS=$REPS)"
+. bench/lib.sh
+header "bench/fastpath.sh (DUR=$DUR REPS=$REPS)"
 
-pids=()
 cleanup() {
-  for p in "${pids[@]-}"; do [[ -n $p ]] && kill -- "-$p" 2>/dev/null || true; done
+  stop_started
   for n in a b ha hr hb; do ip netns del "amime-bench-fp-$n" 2>/dev/null || true; done
   rm -f /tmp/amime-fastpathprobe
 }

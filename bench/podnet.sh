@@ -26,12 +26,11 @@ AMIME=$PWD/bin/amime
 POD=$PWD/bin/amime-pod
 DUR=${DUR:-5}
 REPS=${REPS:-5}
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); date: $(date -u +%F); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "command: bench/podnet.sh (DUR=$DUR REPS=$REPS)"
+. bench/lib.sh
+header "bench/podnet.sh (DUR=$DUR REPS=$REPS)"
 
-pids=()
 cleanup() {
-  for p in "${pids[@]-}"; do [[ -n $p ]] && kill -- "-$p" 2>/dev/null || true; done
+  stop_started
   for n in a b ra r1 r2 rb da d1 d2 db ca c1 c2 cb va v1 v2 vb wa w1 w2 wb ha hr hb; do ip netns del "amime-bench-$n" 2>/dev/null || true; done
   ip link del amime-bench-br 2>/dev/null || true
   "$AMIME" lab down --name bnet >/dev/null 2>&1 || true
