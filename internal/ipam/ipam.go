@@ -183,14 +183,7 @@ func (a *Allocator) Allocate(att Attachment) ([]Allocation, error) {
 	var fe *flushError
 	if errors.As(err, &fe) && len(created) > 0 {
 		// Written but not durable: hand nothing out.
-		rerr := a.locked(func(s *store) error {
-			var errs []error
-			for _, r := range created {
-				errs = append(errs, s.remove(r))
-			}
-			return errors.Join(errs...)
-		})
-		if rerr != nil {
+		if rerr := a.locked(func(s *store) error { return s.removeAll(created) }); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("ipam: roll back: %w", rerr))
 		}
 	}
@@ -209,10 +202,8 @@ func (a *Allocator) allocate(s *store, att Attachment) ([]Allocation, []record, 
 	out := make([]Allocation, 0, len(a.spans))
 	var created []record // rolled back if anything fails
 	rollback := func(cause error) error {
-		for _, r := range created {
-			if err := s.remove(r); err != nil {
-				return errors.Join(cause, fmt.Errorf("ipam: roll back %s: %w", r.Addr, err))
-			}
+		if err := s.removeAll(created); err != nil {
+			return errors.Join(cause, fmt.Errorf("ipam: roll back: %w", err))
 		}
 		return cause
 	}

@@ -262,6 +262,16 @@ func (s *store) remove(r record) error {
 	return nil
 }
 
+// removeAll removes every record of recs, also after a failure, and reports
+// all failures.
+func (s *store) removeAll(recs []record) error {
+	var errs []error
+	for _, r := range recs {
+		errs = append(errs, s.remove(r))
+	}
+	return errors.Join(errs...)
+}
+
 // readLastReserved returns the address most recently handed out from range p, or
 // the zero Addr if there is none (or the file is garbled).
 func (s *store) readLastReserved(p netip.Prefix) (netip.Addr, error) {
@@ -307,15 +317,15 @@ func (s *store) writeLastReserved(p netip.Prefix, a netip.Addr) error {
 
 // syncPath fsyncs a file, or a directory so that entries created, renamed or
 // removed in it survive a crash.
-func syncPath(dir string) error {
-	d, err := os.Open(dir)
+func syncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+		return fmt.Errorf("sync %s: %w", path, err)
 	}
-	serr := d.Sync()
-	cerr := d.Close()
+	serr := f.Sync()
+	cerr := f.Close()
 	if err := errors.Join(serr, cerr); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	return nil
 }
