@@ -113,19 +113,10 @@ func run(bin, full string, n, burst, rounds int) error {
 	for i := 0; i < n; i++ {
 		for pi, p := range plugins {
 			pod := fmt.Sprintf("amime-bench-cni-%d-%d", pi, i)
-			_ = netns.Delete(pod)
-			if err := netns.Add(pod); err != nil {
+			if err := p.newPod(pod); err != nil {
 				return err
 			}
-			p.pods = append(p.pods, pod)
-			rt := &libcni.RuntimeConf{ContainerID: pod, NetNS: netns.Path(pod), IfName: "eth0"}
-			var d time.Duration
-			err := netns.Do(netns.Path(node), func() error {
-				start := time.Now()
-				_, err := p.cni.AddNetworkList(context.Background(), p.list, rt)
-				d = time.Since(start)
-				return err
-			})
+			d, err := p.add(pod, node)
 			if err != nil {
 				return fmt.Errorf("%s ADD %d: %w", p.name, i, err)
 			}
@@ -163,32 +154,47 @@ func run(bin, full string, n, burst, rounds int) error {
 	return nil
 }
 
+// newPod makes a fresh namespace for pod, which the deferred clean-up of run
+// deletes with the plugin's DEL.
+func (p *plugin) newPod(pod string) error {
+	_ = netns.Delete(pod)
+	if err := netns.Add(pod); err != nil {
+		return err
+	}
+	p.pods = append(p.pods, pod)
+	return nil
+}
+
+// add runs the plugin's ADD for pod from the node's namespace, as a runtime
+// does, and times it.
+func (p *plugin) add(pod, node string) (time.Duration, error) {
+	rt := &libcni.RuntimeConf{ContainerID: pod, NetNS: netns.Path(pod), IfName: "eth0"}
+	var took time.Duration
+	err := netns.Do(netns.Path(node), func() error {
+		start := time.Now()
+		_, err := p.cni.AddNetworkList(context.Background(), p.list, rt)
+		took = time.Since(start)
+		return err
+	})
+	return took, err
+}
+
 // runBurst starts n ADDs of plugin p at once, each for its own pod namespace
 // (made beforehand), and records their latencies and the burst's duration.
 func runBurst(p *plugin, pi, round, n int, node string) error {
 	pods := make([]string, n)
 	for i := range pods {
 		pods[i] = fmt.Sprintf("amime-bench-cni-%d-b%d-%d", pi, round, i)
-		_ = netns.Delete(pods[i])
-		if err := netns.Add(pods[i]); err != nil {
+		if err := p.newPod(pods[i]); err != nil {
 			return err
 		}
-		p.pods = append(p.pods, pods[i])
 	}
 	took := make([]time.Duration, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i, pod := range pods {
-		wg.Go(func() {
-			rt := &libcni.RuntimeConf{ContainerID: pod, NetNS: netns.Path(pod), IfName: "eth0"}
-			errs[i] = netns.Do(netns.Path(node), func() error {
-				t := time.Now()
-				_, err := p.cni.AddNetworkList(context.Background(), p.list, rt)
-				took[i] = time.Since(t)
-				return err
-			})
-		})
+		wg.Go(func() { took[i], errs[i] = p.add(pod, node) })
 	}
 	wg.Wait()
 	p.walls = append(p.walls, time.Since(start))

@@ -54,10 +54,7 @@ func run(ns, dev, dst, to string) error {
 		if err != nil {
 			return fmt.Errorf("-to %s: %w", to, err)
 		}
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name: "fastpathprobe", Type: ebpf.SchedCLS, License: "GPL",
-			Instructions: program(addr, out.Attrs().Index),
-		})
+		prog, err := load(addr, out.Attrs().Index)
 		if err != nil {
 			return fmt.Errorf("load the program: %w", err)
 		}
@@ -75,6 +72,12 @@ func run(ns, dev, dst, to string) error {
 		}
 		return nil
 	})
+}
+
+// load hands the program to the kernel.
+func load(dst netip.Addr, ifindex int) (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{Name: "fastpathprobe", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: program(dst, ifindex)})
 }
 
 // program: an IPv4 packet (Ethernet, no VLAN) whose destination is dst goes to

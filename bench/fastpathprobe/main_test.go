@@ -4,8 +4,6 @@ import (
 	"net/netip"
 	"os"
 	"testing"
-
-	"github.com/cilium/ebpf"
 )
 
 // TestProgramLoads: the kernel's verifier accepts the program (root only).
@@ -13,8 +11,7 @@ func TestProgramLoads(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("loading a BPF program needs root")
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "fastpathprobe", Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: program(netip.MustParseAddr("10.99.62.2"), 7)})
+	prog, err := load(netip.MustParseAddr("10.99.62.2"), 7)
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
