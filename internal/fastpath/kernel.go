@@ -1,0 +1,174 @@
+package fastpath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// MAC is an Ethernet address.
+type MAC [6]byte
+
+func (m MAC) String() string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+// Endpoint is a pod of this node the fast path may deliver to and accept
+// packets from: the node-side veth and both ends' MACs.
+type Endpoint struct {
+	IfIndex int
+	PodMAC  MAC // the pod's interface: the destination of delivered frames, and the only source accepted
+	HostMAC MAC // the node-side veth: the source of delivered frames
+}
+
+func (e Endpoint) marshal() []byte {
+	b := make([]byte, valueSize)
+	binary.NativeEndian.PutUint32(b, uint32(e.IfIndex))
+	copy(b[4:], e.PodMAC[:])
+	copy(b[10:], e.HostMAC[:])
+	return b
+}
+
+func unmarshalEndpoint(b []byte) Endpoint {
+	var e Endpoint
+	e.IfIndex = int(binary.NativeEndian.Uint32(b))
+	copy(e.PodMAC[:], b[4:10])
+	copy(e.HostMAC[:], b[10:16])
+	return e
+}
+
+// Kernel is the fast path in the running kernel: the program, its maps and its
+// attachments to the ingress of pod veths (tcx links). Nothing is pinned:
+// when the agent exits the kernel detaches the program and every packet takes
+// the stack's path again, which still forwards them.
+type Kernel struct {
+	coll  *ebpf.Collection
+	links map[int]link.Link
+}
+
+// LoadKernel loads the program and creates its maps in the current network
+// namespace's kernel. It fails where the kernel lacks BTF, the conntrack
+// kfuncs or tcx.
+func LoadKernel() (*Kernel, error) {
+	syms, err := lookupKernelSymbols()
+	if err != nil {
+		return nil, err
+	}
+	coll, err := ebpf.NewCollection(collectionSpec(syms))
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load the fast path program: %+v", verr)
+		}
+		return nil, fmt.Errorf("load the fast path program: %w", err)
+	}
+	return &Kernel{coll: coll, links: map[int]link.Link{}}, nil
+}
+
+// Close detaches the program everywhere and frees the maps.
+func (k *Kernel) Close() error {
+	var errs []error
+	for idx, l := range k.links {
+		errs = append(errs, l.Close())
+		delete(k.links, idx)
+	}
+	k.coll.Close()
+	return errors.Join(errs...)
+}
+
+func (k *Kernel) endpointMap(a netip.Addr) *ebpf.Map {
+	if a.Is4() {
+		return k.coll.Maps[mapEndpoints4]
+	}
+	return k.coll.Maps[mapEndpoints6]
+}
+
+// Endpoints returns the contents of both endpoint maps.
+func (k *Kernel) Endpoints() (map[netip.Addr]Endpoint, error) {
+	out := map[netip.Addr]Endpoint{}
+	for _, name := range []string{mapEndpoints4, mapEndpoints6} {
+		var key, value []byte
+		it := k.coll.Maps[name].Iterate()
+		for it.Next(&key, &value) {
+			a, ok := netip.AddrFromSlice(key)
+			if !ok {
+				return nil, fmt.Errorf("map %s: key of %d bytes", name, len(key))
+			}
+			out[a] = unmarshalEndpoint(value)
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("map %s: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// Put adds or replaces the endpoint of an address.
+func (k *Kernel) Put(a netip.Addr, e Endpoint) error {
+	if err := k.endpointMap(a).Put(a.AsSlice(), e.marshal()); err != nil {
+		return fmt.Errorf("fast path endpoint %s: %w", a, err)
+	}
+	return nil
+}
+
+// Delete removes the endpoint of an address (absent is fine).
+func (k *Kernel) Delete(a netip.Addr) error {
+	if err := k.endpointMap(a).Delete(a.AsSlice()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("fast path endpoint %s: %w", a, err)
+	}
+	return nil
+}
+
+// Attached returns the interfaces the program is attached to.
+func (k *Kernel) Attached() map[int]bool {
+	out := make(map[int]bool, len(k.links))
+	for idx := range k.links {
+		out[idx] = true
+	}
+	return out
+}
+
+// Attach puts the program on an interface's ingress.
+func (k *Kernel) Attach(ifindex int) error {
+	if _, ok := k.links[ifindex]; ok {
+		return nil
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: k.coll.Programs[programName], Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return fmt.Errorf("attach the fast path to interface %d: %w", ifindex, err)
+	}
+	k.links[ifindex] = l
+	return nil
+}
+
+// Detach takes the program off an interface (gone already is fine: the
+// kernel detached it with the interface).
+func (k *Kernel) Detach(ifindex int) error {
+	l, ok := k.links[ifindex]
+	if !ok {
+		return nil
+	}
+	delete(k.links, ifindex)
+	return l.Close()
+}
+
+// Counters sums the per-CPU counters.
+func (k *Kernel) Counters() (map[string]uint64, error) {
+	out := make(map[string]uint64, len(counterNames))
+	for i, name := range counterNames {
+		var perCPU []uint64
+		if err := k.coll.Maps[mapStats].Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("counter %s: %w", name, err)
+		}
+		var sum uint64
+		for _, v := range perCPU {
+			sum += v
+		}
+		out[name] = sum
+	}
+	return out, nil
+}

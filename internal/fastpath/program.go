@@ -1,0 +1,379 @@
+package fastpath
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+)
+
+// Names of the program's maps.
+const (
+	mapEndpoints4 = "endpoints4"
+	mapEndpoints6 = "endpoints6"
+	mapStats      = "stats"
+)
+
+// Counters of the stats map (per CPU), in the order of their indexes.
+var counterNames = []string{"redirected", "nat", "stack"}
+
+const (
+	counterRedirected = iota
+	counterNAT
+	counterStack
+)
+
+// valueSize is the size of an endpoint: ifindex (u32), the pod's MAC, the
+// node-side veth's MAC, two bytes of padding.
+const valueSize = 16
+
+// Offsets in struct __sk_buff (uapi, stable).
+const (
+	skbVlanPresent = 20
+	skbIfindex     = 40
+	skbData        = 76
+	skbDataEnd     = 80
+)
+
+// Offsets in the frame, counted from the start of the Ethernet header.
+const (
+	ethLen   = 14
+	ip4Len   = 20
+	ip6Len   = 40
+	ip4TTL   = ethLen + 8
+	ip4Proto = ethLen + 9
+	ip4Check = ethLen + 10
+	ip4Src   = ethLen + 12
+	ip4Dst   = ethLen + 16
+	ip6Next  = ethLen + 6
+	ip6Hops  = ethLen + 7
+	ip6Src   = ethLen + 8
+	ip6Dst   = ethLen + 24
+)
+
+// Stack slots, below the frame pointer: the conntrack tuple (struct
+// bpf_sock_tuple, 36 bytes), its options (struct bpf_ct_opts, 16 bytes) and the
+// key of a counter.
+const (
+	stackTuple   = -40
+	stackOpts    = -56
+	stackCounter = -64
+	ctOptsSize   = 16
+)
+
+const (
+	tcActOK          = 0
+	ipsNATMask       = 0x30 // IPS_SRC_NAT | IPS_DST_NAT: the connection's addresses are rewritten
+	currentNetns     = -1   // BPF_F_CURRENT_NETNS
+	ethPIPv4LE       = 0x0008
+	ethPIPv6LE       = 0xdd86
+	ip4FragLE        = 0xff3f // the fragment offset and MF bits, read as a little-endian half word
+	protoTCP         = 6
+	protoUDP         = 17
+	maxEndpoints     = 65536
+	programName      = "amime_fastpath"
+	programLicense   = "GPL" // bpf_redirect_peer and the conntrack kfuncs are GPL-only
+	checksumOverflow = 0xffff
+)
+
+// kernelSymbols are what the program needs from the running kernel's BTF: the
+// conntrack kfuncs and where struct nf_conn keeps its status bits.
+type kernelSymbols struct {
+	ctLookup, ctRelease btf.TypeID
+	statusOffset        int16
+}
+
+// lookupKernelSymbols reads them from the kernel's BTF.
+func lookupKernelSymbols() (kernelSymbols, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return kernelSymbols{}, fmt.Errorf("kernel BTF: %w", err)
+	}
+	var syms kernelSymbols
+	for name, id := range map[string]*btf.TypeID{"bpf_skb_ct_lookup": &syms.ctLookup, "bpf_ct_release": &syms.ctRelease} {
+		var fn *btf.Func
+		if err := spec.TypeByName(name, &fn); err != nil {
+			return kernelSymbols{}, fmt.Errorf("kfunc %s (conntrack built in or loaded?): %w", name, err)
+		}
+		if *id, err = spec.TypeID(fn); err != nil {
+			return kernelSymbols{}, err
+		}
+	}
+	var conn *btf.Struct
+	if err := spec.TypeByName("nf_conn", &conn); err != nil {
+		return kernelSymbols{}, fmt.Errorf("struct nf_conn: %w", err)
+	}
+	for _, m := range conn.Members {
+		if m.Name == "status" {
+			syms.statusOffset = int16(m.Offset.Bytes())
+			return syms, nil
+		}
+	}
+	return kernelSymbols{}, fmt.Errorf("struct nf_conn has no status")
+}
+
+// collectionSpec is the program and its maps.
+func collectionSpec(syms kernelSymbols) *ebpf.CollectionSpec {
+	endpoints := func(name string, keySize uint32) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: keySize, ValueSize: valueSize, MaxEntries: maxEndpoints}
+	}
+	return &ebpf.CollectionSpec{
+		Maps: map[string]*ebpf.MapSpec{
+			mapEndpoints4: endpoints(mapEndpoints4, 4),
+			mapEndpoints6: endpoints(mapEndpoints6, 16),
+			mapStats:      {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
+		},
+		Programs: map[string]*ebpf.ProgramSpec{
+			programName: {Name: programName, Type: ebpf.SchedCLS, License: programLicense, Instructions: program(syms)},
+		},
+	}
+}
+
+// family is what differs between the IPv4 and the IPv6 halves of the program.
+type family struct {
+	suffix            string
+	minLen            int16 // Ethernet + IP header + the ports
+	src, dst, ports   int16 // offsets in the frame
+	addrLen           int16
+	endpoints         string
+	tupleSize         int32
+	proto, hops       int16
+	header            func() asm.Instructions // checks beyond the length, ending on the protocol in R7
+	decrementHopLimit func() asm.Instructions // R8: the frame
+}
+
+var (
+	ipv4 = family{suffix: "4", minLen: ethLen + ip4Len + 4, src: ip4Src, dst: ip4Dst, ports: ethLen + ip4Len, addrLen: 4,
+		endpoints: mapEndpoints4, tupleSize: 12, proto: ip4Proto, hops: ip4TTL,
+		header: func() asm.Instructions {
+			return asm.Instructions{
+				// No options (their length would move the ports), no fragments.
+				asm.LoadMem(asm.R5, asm.R8, ethLen, asm.Byte),
+				asm.JNE.Imm(asm.R5, 0x45, "stack"),
+				asm.LoadMem(asm.R5, asm.R8, ethLen+6, asm.Half),
+				asm.And.Imm(asm.R5, ip4FragLE),
+				asm.JNE.Imm(asm.R5, 0, "stack"),
+			}
+		},
+		decrementHopLimit: func() asm.Instructions {
+			// As ip_decrease_ttl: the checksum grows by htons(0x0100), with
+			// the end-around carry.
+			return asm.Instructions{
+				asm.LoadMem(asm.R1, asm.R8, ip4Check, asm.Half),
+				asm.Add.Imm(asm.R1, 1),
+				asm.JLT.Imm(asm.R1, checksumOverflow, "ttl-checked"),
+				asm.Add.Imm(asm.R1, 1),
+				asm.StoreMem(asm.R8, ip4Check, asm.R1, asm.Half).WithSymbol("ttl-checked"),
+				asm.LoadMem(asm.R1, asm.R8, ip4TTL, asm.Byte),
+				asm.Sub.Imm(asm.R1, 1),
+				asm.StoreMem(asm.R8, ip4TTL, asm.R1, asm.Byte),
+			}
+		}}
+	ipv6 = family{suffix: "6", minLen: ethLen + ip6Len + 4, src: ip6Src, dst: ip6Dst, ports: ethLen + ip6Len, addrLen: 16,
+		endpoints: mapEndpoints6, tupleSize: 36, proto: ip6Next, hops: ip6Hops,
+		header: func() asm.Instructions { return nil }, // extension headers end on a protocol other than TCP or UDP
+		decrementHopLimit: func() asm.Instructions {
+			return asm.Instructions{
+				asm.LoadMem(asm.R1, asm.R8, ip6Hops, asm.Byte),
+				asm.Sub.Imm(asm.R1, 1),
+				asm.StoreMem(asm.R8, ip6Hops, asm.R1, asm.Byte),
+			}
+		}}
+)
+
+// program is the tc program on the ingress of each pod's node-side veth. It
+// hands a packet straight to the destination pod (bpf_redirect_peer), skipping
+// the node's routing, conntrack and nftables, only when the stack would do
+// nothing to it but forward it:
+//   - IPv4 without options or fragments, or IPv6 without extension headers;
+//     TCP or UDP; hop limit above 1;
+//   - the source address belongs to the veth the packet came in on and the
+//     frame's source MAC is that pod's (anything else is judged by the stack,
+//     which drops spoofed sources);
+//   - the destination is a pod of this node; both are in the endpoint maps,
+//     which hold only pods no NetworkPolicy selects (the agent removes a pod
+//     before its policy rules are programmed);
+//   - conntrack has no entry for the packet that rewrites addresses: replies
+//     of Service connections go through the stack for their reverse NAT.
+//
+// It then does what routing would have done: the MACs of the next hop and a
+// hop limit one lower. Everything else goes on into the stack unchanged
+// (TC_ACT_OK).
+func program(syms kernelSymbols) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1), // R6: the skb, throughout
+		asm.LoadMem(asm.R0, asm.R6, skbVlanPresent, asm.Word),
+		asm.JNE.Imm(asm.R0, 0, "stack"),
+		asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, ethLen),
+		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
+		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
+		asm.JEq.Imm(asm.R5, ethPIPv4LE, "ipv4"),
+		asm.JEq.Imm(asm.R5, ethPIPv6LE, "ipv6"),
+		asm.Ja.Label("stack"),
+	}
+	insns = append(insns, familyPath(ipv4, syms)...)
+	insns = append(insns, familyPath(ipv6, syms)...)
+	insns = append(insns, count(counterNAT, "nat")...)
+	insns = append(insns, asm.Ja.Label("ok"))
+	insns = append(insns, count(counterStack, "stack")...)
+	return append(insns,
+		asm.Mov.Imm(asm.R0, tcActOK).WithSymbol("ok"),
+		asm.Return(),
+	)
+}
+
+// familyPath is the program's path for one address family, from the label
+// "ipv4" or "ipv6". Registers: R6 the skb, R7 the protocol and then the
+// connection's status, R8 the frame, R9 the destination endpoint.
+func familyPath(f family, syms kernelSymbols) asm.Instructions {
+	l := func(name string) string { return name + f.suffix }
+	loadFrame := asm.Instructions{
+		asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R8),
+		asm.Add.Imm(asm.R4, int32(f.minLen)),
+		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
+	}
+	insns := withSymbol(loadFrame, l("ipv"))
+	insns = append(insns, f.header()...)
+	insns = append(insns,
+		asm.LoadMem(asm.R5, asm.R8, f.hops, asm.Byte),
+		asm.JLE.Imm(asm.R5, 1, "stack"),
+		asm.LoadMem(asm.R7, asm.R8, f.proto, asm.Byte),
+		asm.JEq.Imm(asm.R7, protoTCP, l("l4-")),
+		asm.JNE.Imm(asm.R7, protoUDP, "stack"),
+
+		// The source: this veth's pod, with its own MAC.
+		asm.LoadMapPtr(asm.R1, 0).WithReference(f.endpoints).WithSymbol(l("l4-")),
+		asm.Mov.Reg(asm.R2, asm.R8),
+		asm.Add.Imm(asm.R2, int32(f.src)),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "stack"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		asm.LoadMem(asm.R1, asm.R0, 4, asm.Word),
+		asm.LoadMem(asm.R2, asm.R8, 6, asm.Word),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		asm.LoadMem(asm.R1, asm.R0, 8, asm.Half),
+		asm.LoadMem(asm.R2, asm.R8, 10, asm.Half),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+
+		// The destination: a pod of this node.
+		asm.LoadMapPtr(asm.R1, 0).WithReference(f.endpoints),
+		asm.Mov.Reg(asm.R2, asm.R8),
+		asm.Add.Imm(asm.R2, int32(f.dst)),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "stack"),
+		asm.Mov.Reg(asm.R9, asm.R0),
+	)
+
+	// Conntrack: the tuple (addresses, then both ports) and the options.
+	for off := int16(0); off < 2*f.addrLen; off += 4 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.R8, f.src+off, asm.Word),
+			asm.StoreMem(asm.RFP, stackTuple+off, asm.R1, asm.Word))
+	}
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R8, f.ports, asm.Word),
+		asm.StoreMem(asm.RFP, stackTuple+2*f.addrLen, asm.R1, asm.Word),
+		asm.StoreImm(asm.RFP, stackOpts, currentNetns, asm.Word),
+		asm.StoreImm(asm.RFP, stackOpts+4, 0, asm.Word),
+		asm.StoreImm(asm.RFP, stackOpts+8, 0, asm.Word),
+		asm.StoreImm(asm.RFP, stackOpts+12, 0, asm.Word),
+		asm.StoreMem(asm.RFP, stackOpts+8, asm.R7, asm.Byte),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackTuple),
+		asm.Mov.Imm(asm.R3, f.tupleSize),
+		asm.Mov.Reg(asm.R4, asm.RFP),
+		asm.Add.Imm(asm.R4, stackOpts),
+		asm.Mov.Imm(asm.R5, ctOptsSize),
+		kfuncCall(syms.ctLookup),
+		asm.JEq.Imm(asm.R0, 0, l("forward")),
+		asm.LoadMem(asm.R7, asm.R0, syms.statusOffset, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		kfuncCall(syms.ctRelease),
+		asm.And.Imm(asm.R7, ipsNATMask),
+		asm.JNE.Imm(asm.R7, 0, "nat"),
+	)
+
+	// Forward: the frame again (calls invalidate packet pointers), the next
+	// hop's MACs, the hop limit, and into the pod.
+	insns = append(insns, withSymbol(loadFrame, l("forward"))...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R9, 4, asm.Word),
+		asm.StoreMem(asm.R8, 0, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R9, 8, asm.Half),
+		asm.StoreMem(asm.R8, 4, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R9, 10, asm.Half),
+		asm.StoreMem(asm.R8, 6, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R9, 12, asm.Word),
+		asm.StoreMem(asm.R8, 8, asm.R1, asm.Word),
+	)
+	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix)...)
+	insns = append(insns, count(counterRedirected, l("redirect"))...)
+	return append(insns,
+		asm.LoadMem(asm.R1, asm.R9, 0, asm.Word),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirectPeer.Call(),
+		asm.Return(),
+	)
+}
+
+// count adds one to a counter; the first instruction carries label.
+func count(counter int, label string) asm.Instructions {
+	done := label + "-counted"
+	return asm.Instructions{
+		asm.StoreImm(asm.RFP, stackCounter, int64(counter), asm.Word).WithSymbol(label),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(mapStats),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackCounter),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, done),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol(done), // a landing place; R0 is set again before use
+	}
+}
+
+// kfuncCall calls a kernel function by its BTF ID in vmlinux.
+func kfuncCall(id btf.TypeID) asm.Instruction {
+	return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+}
+
+// withSymbol returns a copy of insns whose first instruction carries symbol,
+// so that one sequence can appear more than once in the program.
+func withSymbol(insns asm.Instructions, symbol string) asm.Instructions {
+	out := make(asm.Instructions, len(insns))
+	copy(out, insns)
+	out[0] = out[0].WithSymbol(symbol)
+	return out
+}
+
+// relabelAll suffixes every local label (symbols and jumps to them) of insns,
+// so that a sequence with inner jumps can appear once per family.
+func relabelAll(insns asm.Instructions, suffix string) asm.Instructions {
+	local := map[string]bool{}
+	for _, ins := range insns {
+		if s := ins.Symbol(); s != "" {
+			local[s] = true
+		}
+	}
+	out := make(asm.Instructions, len(insns))
+	for i, ins := range insns {
+		if s := ins.Symbol(); s != "" {
+			ins = ins.WithSymbol(s + suffix)
+		}
+		if r := ins.Reference(); local[r] {
+			ins = ins.WithReference(r + suffix)
+		}
+		out[i] = ins
+	}
+	return out
+}
