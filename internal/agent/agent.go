@@ -49,6 +49,9 @@ type Config struct {
 	Proxy bool
 	// NetworkPolicy enforces NetworkPolicies for the node's pods.
 	NetworkPolicy bool
+	// FastPath delivers packets between two local pods no NetworkPolicy
+	// selects straight into the destination pod (internal/fastpath).
+	FastPath bool
 	// PolicyLogGroup is the NFLOG group of the policy verdict log.
 	PolicyLogGroup uint16
 	// NonMasquerade are extra destinations reached without masquerade; the pod
@@ -243,6 +246,13 @@ func Run(ctx context.Context, cfg Config) error {
 	sources := []func() status.Component{rc.status}
 	if proxier != nil {
 		sources = append(sources, proxier.Status)
+	}
+	// Before the policy loop starts: its first sync already tells the fast
+	// path which pods it may take.
+	if cfg.FastPath {
+		if fp := startFastPath(ctx, att.podCIDRs, pol, m, log); fp != nil {
+			sources = append(sources, fp.Component)
+		}
 	}
 	if pol != nil {
 		sources = append(sources, pol.Component)

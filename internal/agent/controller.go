@@ -46,10 +46,7 @@ type routingController struct {
 }
 
 func (c *routingController) enqueue() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
+	syncloop.Signal(c.kick)
 }
 
 func (c *routingController) ready() error {

@@ -33,6 +33,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"amime.dev/amime/internal/netns"
+	"amime.dev/amime/internal/podmac"
 )
 
 const (
@@ -441,6 +442,9 @@ func (e *confEnv) assertWired(t *testing.T, res *types100.Result, host int, mtuF
 		}
 		if la.HardwareAddr.String() != pi.Mac {
 			t.Errorf("pod %s: MAC %s, result says %s", ifname, la.HardwareAddr, pi.Mac)
+		}
+		if want := podmac.For([]netip.Addr{v6, v4}).String(); pi.Mac != want {
+			t.Errorf("pod %s: MAC %s, want %s (derived from its addresses, as the fast path expects)", ifname, pi.Mac, want)
 		}
 		addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
 		if err != nil {

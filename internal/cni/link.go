@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"amime.dev/amime/internal/ipam"
+	"amime.dev/amime/internal/podmac"
 )
 
 // GatewayLink holds the IPv4 gateway address of the node's pod range (a /32 on
@@ -45,17 +46,21 @@ func podLinkExists(path, ifname string) (bool, error) {
 func setupPod(netnsPath, ifname, hostName string, mtu int, allocs []ipam.Allocation) (podLinks, error) {
 	var links podLinks
 	hasV6 := false
+	var addrs []netip.Addr
 	for _, a := range allocs {
 		if a.Addr.Is6() {
 			hasV6 = true
 		}
+		addrs = append(addrs, a.Addr)
 	}
+	// The agent's fast path derives the pod's MAC from its addresses.
+	podMAC := podmac.For(addrs).String()
 	err := ns.WithNetNSPath(netnsPath, func(hostNS ns.NetNS) error {
 		if hasV6 {
 			// The pod namespace may start with IPv6 off on new interfaces.
 			_ = os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("0"), 0o644)
 		}
-		hostVeth, podVeth, err := ip.SetupVethWithName(ifname, hostName, mtu, "", hostNS)
+		hostVeth, podVeth, err := ip.SetupVethWithName(ifname, hostName, mtu, podMAC, hostNS)
 		if err != nil {
 			return fmt.Errorf("create veth pair: %w", err)
 		}

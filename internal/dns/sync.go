@@ -11,6 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"amime.dev/amime/internal/syncloop"
 )
 
 // Source is what the zone is built from: the informer caches in production
@@ -74,10 +76,7 @@ func (z *Zone) Resync() {
 }
 
 func (z *Zone) poke() {
-	select {
-	case z.kick <- struct{}{}:
-	default:
-	}
+	syncloop.Signal(z.kick)
 }
 
 // Synced reports whether the zone has been built from synced caches once.

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"amime.dev/amime/internal/netns"
+	"amime.dev/amime/internal/syncloop"
 )
 
 // Container restart back-off, as the kubelet: the first restart is immediate, then
@@ -69,10 +70,7 @@ func newPodWorker(r *Runtime, ns, name string, uid types.UID) *podWorker {
 }
 
 func (w *podWorker) kick() {
-	select {
-	case w.kickCh <- struct{}{}:
-	default:
-	}
+	syncloop.Signal(w.kickCh)
 }
 
 func (w *podWorker) stop() { w.once.Do(func() { close(w.stopCh) }) }

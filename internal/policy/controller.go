@@ -41,6 +41,9 @@ type Controller struct {
 	changedAt time.Time
 	// podCIDRs returns the node's pod ranges (nil: none known yet).
 	podCIDRs func() []netip.Prefix
+	// gate, when set, is told around each sync which local pods no policy
+	// selects (SetGate).
+	gate Gate
 	// attached are addresses the CNI plugin reported for pods whose status
 	// does not show them yet (Attach), by namespace/name.
 	attached map[string]attachment
@@ -77,6 +80,26 @@ func NewController(cfg RenderConfig, dp *Dataplane, pods corelisters.PodLister, 
 		attached: map[string]attachment{}, syncedCh: make(chan struct{})}
 }
 
+// Gate is something that skips this table for the packets of unselected pods
+// (the agent's fast path). It must never skip it for a pod the rules being
+// programmed select.
+type Gate interface {
+	// Narrow is called before the rules are programmed with the local pods
+	// they leave unselected: every other pod must be out of the gate when it
+	// returns; an error fails the sync.
+	Narrow(unselected map[netip.Addr]bool) error
+	// Widen is called once the rules are programmed: exactly those pods may
+	// skip the table now.
+	Widen(unselected map[netip.Addr]bool)
+}
+
+// SetGate sets the gate told about unselected pods.
+func (c *Controller) SetGate(g Gate) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gate = g
+}
+
 // SetPodCIDRs makes every sync read the node's pod ranges from fn (they may
 // be allocated after the agent starts); without it the configured ones stay.
 func (c *Controller) SetPodCIDRs(fn func() []netip.Prefix) {
@@ -95,10 +118,7 @@ func (c *Controller) Attach(ctx context.Context, namespace, name, uid string, ip
 	need := c.started + 1
 	c.mu.Unlock()
 	c.OnChange()
-	select {
-	case c.urgent <- struct{}{}:
-	default:
-	}
+	syncloop.Signal(c.urgent)
 	for {
 		c.mu.Lock()
 		done, ch, lastErr := c.synced >= need, c.syncedCh, c.status.LastError
@@ -166,10 +186,7 @@ func (c *Controller) OnChange() {
 		c.changedAt = time.Now()
 	}
 	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
+	syncloop.Signal(c.kick)
 }
 
 // Run syncs on changes, at most every minInterval, and every resync.
@@ -215,6 +232,7 @@ func (c *Controller) Sync(ctx context.Context) error {
 	c.started++
 	seq := c.started
 	cfg := c.cfg
+	gate := c.gate
 	if c.podCIDRs != nil {
 		cfg.PodCIDRs = c.podCIDRs()
 	}
@@ -242,7 +260,18 @@ func (c *Controller) Sync(ctx context.Context) error {
 	changedAt := c.changedAt
 	c.changedAt = time.Time{}
 	c.mu.Unlock()
-	full, ops, err := c.dp.Apply(ctx, d)
+	// A pod the new rules select leaves the gate before they are programmed.
+	var full bool
+	var ops int
+	if gate != nil {
+		err = gate.Narrow(d.Unselected)
+	}
+	if err == nil {
+		full, ops, err = c.dp.Apply(ctx, d)
+	}
+	if err == nil && gate != nil {
+		gate.Widen(d.Unselected)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.status.LastSync = time.Now()

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -103,4 +106,70 @@ func TestAttachProgramsBeforeTheStatus(t *testing.T) {
 	if got := elementsOf(fake, "known-v4"); slices.Contains(got, "10.0.1.7") {
 		t.Errorf("known-v4 %v holds the address reported for another UID", got)
 	}
+}
+
+// recordingGate records the gate calls with whether the pod's ingress rules
+// were programmed at the time.
+type recordingGate struct {
+	fake       *failingFake
+	calls      []string
+	failNarrow bool
+}
+
+func (g *recordingGate) call(what string, unselected map[netip.Addr]bool) {
+	isolated := false
+	if tbl := g.fake.Table; tbl != nil && tbl.Maps["ingress-v4"] != nil {
+		isolated = tbl.Maps["ingress-v4"].FindElement("10.0.1.5") != nil
+	}
+	g.calls = append(g.calls, fmt.Sprintf("%s %d isolated=%t", what, len(unselected), isolated))
+}
+
+func (g *recordingGate) Narrow(u map[netip.Addr]bool) error {
+	g.call("narrow", u)
+	if g.failNarrow {
+		return errors.New("injected failure")
+	}
+	return nil
+}
+
+func (g *recordingGate) Widen(u map[netip.Addr]bool) { g.call("widen", u) }
+
+// TestGateAroundTheRules: a pod a new policy selects leaves the gate before
+// its rules are programmed and nothing widens it while they are not.
+func TestGateAroundTheRules(t *testing.T) {
+	pods, nss, nps := indexer(), indexer(), indexer()
+	_ = nss.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x"}})
+	_ = pods.Add(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "p", UID: "u1"},
+		Spec: corev1.PodSpec{NodeName: "node-1"}, Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.1.5", PodIPs: []corev1.PodIP{{IP: "10.0.1.5"}}}})
+	fake := &failingFake{Fake: knftables.NewFake(knftables.InetFamily, Table)}
+	c := NewController(RenderConfig{NodeName: "node-1", LogGroup: DefaultLogGroup}, NewDataplane(fake, DefaultLogGroup),
+		corelisters.NewPodLister(pods), corelisters.NewNamespaceLister(nss), networkinglisters.NewNetworkPolicyLister(nps),
+		nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	g := &recordingGate{fake: fake}
+	c.SetGate(g)
+	ctx := context.Background()
+	step := func(name string, wantErr bool, want ...string) {
+		t.Helper()
+		g.calls = nil
+		if err := c.Sync(ctx); (err != nil) != wantErr {
+			t.Fatalf("%s: sync error %v", name, err)
+		}
+		if diff := cmp.Diff(want, g.calls); diff != "" {
+			t.Errorf("%s: gate calls (-want +got):\n%s", name, diff)
+		}
+	}
+	step("no policies", false, "narrow 1 isolated=false", "widen 1 isolated=false")
+	_ = nps.Add(newPolicy("x", "deny", types(in)))
+	fake.fail = true
+	step("a policy selects the pod, the rules fail", true, "narrow 0 isolated=false")
+	fake.fail = false
+	step("the rules programmed", false, "narrow 0 isolated=false", "widen 0 isolated=true")
+	_ = nps.Delete(newPolicy("x", "deny", types(in)))
+	g.failNarrow = true
+	step("the gate fails: nothing is programmed", true, "narrow 1 isolated=true")
+	if c.Healthy() == nil {
+		t.Error("healthy after a failed narrowing")
+	}
+	g.failNarrow = false
+	step("the policy gone", false, "narrow 1 isolated=true", "widen 1 isolated=false")
 }

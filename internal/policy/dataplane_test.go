@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/knftables"
 
@@ -417,4 +418,38 @@ func elementsOf(f *knftables.Fake, set string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestRenderUnselected: the fast path may take exactly the local pods no
+// policy selects in either direction.
+func TestRenderUnselected(t *testing.T) {
+	pols := goldenPolicies()
+	for _, c := range []struct {
+		name     string
+		pols     []*networkingv1.NetworkPolicy
+		selected []string
+	}{
+		{"no policies", nil, nil},
+		{"ingress of one pod", pols[1:2], []string{"a"}},
+		{"egress of every pod", pols[3:4], []string{"a", "b", "c"}},
+		{"all", pols, []string{"a", "b", "c"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, d := render(c.pols, nil)
+			want := map[netip.Addr]bool{}
+			for _, p := range s.Pods {
+				if p.Node == "node-1" && !slices.Contains(c.selected, p.Name) {
+					for _, ip := range p.IPs {
+						want[ip] = true
+					}
+				}
+			}
+			if len(want) == 0 && len(c.selected) < 3 {
+				t.Fatal("the model has no pods on node-1")
+			}
+			if diff := cmp.Diff(want, d.Unselected); diff != "" {
+				t.Errorf("unselected (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

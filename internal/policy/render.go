@@ -76,6 +76,9 @@ type Desired struct {
 	Ranges []string
 	// Pods is the number of local pods isolated in some direction.
 	Pods int
+	// Unselected are the addresses of local pods no policy selects in either
+	// direction: nothing in this table judges their packets to each other.
+	Unselected map[netip.Addr]bool
 }
 
 var (
@@ -95,7 +98,7 @@ func knownSet(a netip.Addr) string {
 // a namespace to its log mode (LogAnnotation).
 func Render(s *Snapshot, cfg RenderConfig, logModes map[string]string) *Desired {
 	d := &Desired{Chains: map[string][]string{}, Sets: map[string]string{}, SetElements: map[string][][]string{}, Verdicts: map[string]map[string]string{},
-		Known: map[string]map[string]bool{}}
+		Known: map[string]map[string]bool{}, Unselected: map[netip.Addr]bool{}}
 	for _, m := range vmaps {
 		d.Verdicts[m] = map[string]string{}
 	}
@@ -122,6 +125,9 @@ func Render(s *Snapshot, cfg RenderConfig, logModes map[string]string) *Desired 
 		in, inSig := s.compileDir(pod, true)
 		eg, egSig := s.compileDir(pod, false)
 		if in == nil && eg == nil {
+			for _, ip := range pod.IPs {
+				d.Unselected[ip] = true
+			}
 			continue
 		}
 		d.Pods++

@@ -151,10 +151,7 @@ func (p *Proxier) OnChange() {
 		p.changedAt = time.Now()
 	}
 	p.mu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
+	syncloop.Signal(p.kick)
 }
 
 // Run syncs on changes (at most every minInterval) and periodically.

@@ -55,3 +55,12 @@ func (l Loop) Run(ctx context.Context, kicks <-chan struct{}) {
 		}
 	}
 }
+
+// Signal sends on ch without blocking: a signal already pending absorbs this
+// one (ch has a buffer of one).
+func Signal(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

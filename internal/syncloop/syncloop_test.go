@@ -84,3 +84,17 @@ func TestUrgentEndsThePause(t *testing.T) {
 		t.Fatal("Urgent did not end the pause")
 	}
 }
+
+func TestSignalNeverBlocks(t *testing.T) {
+	ch := make(chan struct{}, 1)
+	Signal(ch)
+	Signal(ch) // absorbed by the pending one
+	if len(ch) != 1 {
+		t.Fatalf("%d signals pending, want 1", len(ch))
+	}
+	<-ch
+	Signal(ch)
+	if len(ch) != 1 {
+		t.Fatal("no signal after the pending one was taken")
+	}
+}

@@ -1,0 +1,201 @@
+// Package fastpath takes packets between two pods of one node off the node's
+// IP stack: a tc program on each pod's node-side veth hands them straight to
+// the destination pod (bpf_redirect_peer) when the stack would do nothing to
+// them but forward them (program.go says exactly when). The controller keeps
+// the program's endpoint maps equal to the node's pods that no NetworkPolicy
+// selects, and attached to every pod veth.
+package fastpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"sync"
+	"time"
+
+	"amime.dev/amime/internal/status"
+	"amime.dev/amime/internal/syncloop"
+)
+
+// Dataplane is the kernel side (Kernel; a fake in tests).
+type Dataplane interface {
+	Endpoints() (map[netip.Addr]Endpoint, error)
+	Put(netip.Addr, Endpoint) error
+	Delete(netip.Addr) error
+	Attached() map[int]bool
+	Attach(ifindex int) error
+	Detach(ifindex int) error
+}
+
+// Controller programs the fast path from the node's pod veths (discover) and,
+// when NetworkPolicy is enforced, the pods no policy selects.
+type Controller struct {
+	dp       Dataplane
+	discover func() (map[netip.Addr]Endpoint, error)
+	log      *slog.Logger
+	kick     chan struct{}
+
+	mu sync.Mutex
+	// gated: only eligible addresses may be programmed (NetworkPolicy is
+	// enforced); otherwise every pod of the node is.
+	gated    bool
+	eligible map[netip.Addr]bool
+	status   Status
+}
+
+// Status is what `amime status` shows of the fast path.
+type Status struct {
+	Endpoints  int // addresses programmed
+	Interfaces int // pod veths the program is attached to
+	LastSync   time.Time
+	LastError  string
+}
+
+// NewController returns a controller. discover lists the node's pods:
+// address → endpoint.
+func NewController(dp Dataplane, discover func() (map[netip.Addr]Endpoint, error), log *slog.Logger) *Controller {
+	return &Controller{dp: dp, discover: discover, log: log, kick: make(chan struct{}, 1)}
+}
+
+// Gate makes the controller program only the addresses the policy controller
+// reports through Narrow and Widen; none before its first report.
+func (c *Controller) Gate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gated, c.eligible = true, map[netip.Addr]bool{}
+}
+
+// Narrow is called before the policy rules computed with unselected are
+// programmed: every programmed address not in it leaves the fast path now, so
+// that no packet of a pod a new policy selects skips its rules.
+func (c *Controller) Narrow(unselected map[netip.Addr]bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.gated {
+		return nil
+	}
+	for a := range c.eligible {
+		if !unselected[a] {
+			delete(c.eligible, a)
+		}
+	}
+	programmed, err := c.dp.Endpoints()
+	if err != nil {
+		return fmt.Errorf("fast path: %w", err)
+	}
+	var errs []error
+	for a := range programmed {
+		if !c.eligible[a] {
+			errs = append(errs, c.dp.Delete(a))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Widen is called once those rules are programmed: the fast path may take
+// exactly the unselected pods (the next sync adds them).
+func (c *Controller) Widen(unselected map[netip.Addr]bool) {
+	c.mu.Lock()
+	if c.gated {
+		c.eligible = maps.Clone(unselected)
+	}
+	c.mu.Unlock()
+	c.OnChange()
+}
+
+// OnChange asks for a sync.
+func (c *Controller) OnChange() { syncloop.Signal(c.kick) }
+
+// Run syncs on changes, at most every minInterval, and every resync.
+func (c *Controller) Run(ctx context.Context, minInterval, resync time.Duration) {
+	syncloop.Loop{MinInterval: minInterval, Resync: resync, MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
+		Sync: c.Sync, Kick: c.OnChange,
+		Failed: func(err error) {
+			c.log.Warn("fast path sync failed; the packets it would take go through the stack", "err", err)
+		},
+	}.Run(ctx, c.kick)
+}
+
+// Sync attaches the program to every pod veth and programs the endpoints of
+// the eligible pods, removing the rest.
+func (c *Controller) Sync(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.sync()
+	c.status.LastSync = time.Now()
+	c.status.LastError = ""
+	if err != nil {
+		c.status.LastError = err.Error()
+	}
+	return err
+}
+
+func (c *Controller) sync() error {
+	local, err := c.discover()
+	if err != nil {
+		return fmt.Errorf("list the node's pod veths: %w", err)
+	}
+	var errs []error
+	veths := map[int]bool{}
+	for _, ep := range local {
+		veths[ep.IfIndex] = true
+	}
+	for idx := range c.dp.Attached() {
+		if !veths[idx] {
+			errs = append(errs, c.dp.Detach(idx))
+		}
+	}
+	attached := c.dp.Attached()
+	for idx := range veths {
+		if !attached[idx] {
+			if err := c.dp.Attach(idx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	programmed, err := c.dp.Endpoints()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	want := map[netip.Addr]Endpoint{}
+	for a, ep := range local {
+		if !c.gated || c.eligible[a] {
+			want[a] = ep
+		}
+	}
+	// Removals first: an address that moved to another veth must not be
+	// delivered to the old one meanwhile.
+	for a := range programmed {
+		if _, ok := want[a]; !ok {
+			errs = append(errs, c.dp.Delete(a))
+		}
+	}
+	for a, ep := range want {
+		if cur, ok := programmed[a]; !ok || cur != ep {
+			errs = append(errs, c.dp.Put(a, ep))
+		}
+	}
+	c.status.Endpoints, c.status.Interfaces = len(want), len(c.dp.Attached())
+	return errors.Join(errs...)
+}
+
+// Status returns the state of the last sync.
+func (c *Controller) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Component is the fast path's part of the agent's /status document.
+func (c *Controller) Component() status.Component {
+	st := c.Status()
+	comp := status.Component{Name: "fastpath", LastError: st.LastError,
+		Programmed: map[string]int{"endpoints": st.Endpoints, "interfaces": st.Interfaces}}
+	if st.LastError == "" {
+		comp.LastSync = st.LastSync
+	}
+	return comp
+}

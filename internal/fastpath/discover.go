@@ -1,0 +1,127 @@
+package fastpath
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"amime.dev/amime/internal/podmac"
+)
+
+// VethPrefix starts the name of every node-side pod veth the CNI plugin
+// creates.
+const VethPrefix = "amv"
+
+// hostRoute is a host route of the node: a /32 or /128 to an address through
+// an interface.
+type hostRoute struct {
+	dst     netip.Addr
+	ifindex int
+}
+
+// veth is a node-side pod veth.
+type veth struct {
+	name string
+	mac  MAC
+}
+
+// endpoints pairs the node's host routes into its pod ranges with the pod
+// veths they point at; the pod's MAC is derived from all its addresses, as
+// the CNI plugin set it.
+func endpoints(routes []hostRoute, veths map[int]veth, podCIDRs []netip.Prefix) map[netip.Addr]Endpoint {
+	byVeth := map[int][]netip.Addr{}
+	for _, r := range routes {
+		if _, ok := veths[r.ifindex]; !ok {
+			continue
+		}
+		for _, p := range podCIDRs {
+			if p.Contains(r.dst) && r.dst != p.Masked().Addr() {
+				byVeth[r.ifindex] = append(byVeth[r.ifindex], r.dst)
+				break
+			}
+		}
+	}
+	out := map[netip.Addr]Endpoint{}
+	for idx, addrs := range byVeth {
+		var mac MAC
+		copy(mac[:], podmac.For(addrs))
+		for _, a := range addrs {
+			out[a] = Endpoint{IfIndex: idx, PodMAC: mac, HostMAC: veths[idx].mac}
+		}
+	}
+	return out
+}
+
+// Discover returns the node's pods as endpoints: the current namespace's
+// host routes into the node's pod ranges (podCIDRs) through pod veths.
+func Discover(podCIDRs func() []netip.Prefix) func() (map[netip.Addr]Endpoint, error) {
+	return func() (map[netip.Addr]Endpoint, error) {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return nil, fmt.Errorf("list links: %w", err)
+		}
+		veths := map[int]veth{}
+		for _, l := range links {
+			a := l.Attrs()
+			if l.Type() != "veth" || !strings.HasPrefix(a.Name, VethPrefix) || len(a.HardwareAddr) != 6 {
+				continue
+			}
+			v := veth{name: a.Name}
+			copy(v.mac[:], a.HardwareAddr)
+			veths[a.Index] = v
+		}
+		var routes []hostRoute
+		for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			rs, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+			if err != nil {
+				return nil, fmt.Errorf("list routes: %w", err)
+			}
+			for _, r := range rs {
+				if r.Dst == nil || r.LinkIndex == 0 {
+					continue
+				}
+				ones, bits := r.Dst.Mask.Size()
+				dst, ok := netip.AddrFromSlice(r.Dst.IP)
+				if !ok || ones != bits {
+					continue
+				}
+				routes = append(routes, hostRoute{dst: dst.Unmap(), ifindex: r.LinkIndex})
+			}
+		}
+		return endpoints(routes, veths, podCIDRs()), nil
+	}
+}
+
+// Watch calls changed whenever a route or link of the current namespace
+// changes, until ctx ends.
+func Watch(ctx context.Context, changed func()) error {
+	routes := make(chan netlink.RouteUpdate, 64)
+	links := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	go func() { <-ctx.Done(); close(done) }()
+	if err := netlink.RouteSubscribe(routes, done); err != nil {
+		return fmt.Errorf("watch routes: %w", err)
+	}
+	if err := netlink.LinkSubscribe(links, done); err != nil {
+		return fmt.Errorf("watch links: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-routes:
+			if !ok {
+				return fmt.Errorf("route watch ended")
+			}
+		case _, ok := <-links:
+			if !ok {
+				return fmt.Errorf("link watch ended")
+			}
+		}
+		changed()
+	}
+}
