@@ -15,14 +15,14 @@ import (
 // pod leaves it before rules selecting it are programmed. Where the kernel
 // cannot load it the node works without it (nil): every packet takes the
 // stack, as it does for pods that policies select.
-func startFastPath(ctx context.Context, podCIDRs func() []netip.Prefix, pol *policy.Controller, m *metrics, log *slog.Logger) *fastpath.Controller {
+func startFastPath(ctx context.Context, clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix, pol *policy.Controller, m *metrics, log *slog.Logger) *fastpath.Controller {
 	log = log.With("controller", "fastpath")
 	k, err := fastpath.LoadKernel()
 	if err != nil {
 		log.Warn("fast path unavailable: packets between the node's pods take the stack", "err", err)
 		return nil
 	}
-	c := fastpath.NewController(k, fastpath.Discover(podCIDRs), log)
+	c := fastpath.NewController(k, fastpath.Discover(clusterCIDRs, podCIDRs), log)
 	if pol != nil {
 		c.Gate()
 		pol.SetGate(c)

@@ -25,16 +25,32 @@ type Dataplane interface {
 	Endpoints() (map[netip.Addr]Endpoint, error)
 	Put(netip.Addr, Endpoint) error
 	Delete(netip.Addr) error
-	Attached() map[int]bool
-	Attach(ifindex int) error
+	Ranges() (map[netip.Prefix]bool, error)
+	PutRange(p netip.Prefix, remote bool) error
+	DeleteRange(netip.Prefix) error
+	Attached() map[int]Role
+	Attach(ifindex int, role Role) error
 	Detach(ifindex int) error
+}
+
+// Local is the node as the controller programs it.
+type Local struct {
+	// Endpoints are the node's pods, by address.
+	Endpoints map[netip.Addr]Endpoint
+	// Uplinks are the devices the node's routes to other nodes' pod ranges go
+	// out of (the VXLAN device; the underlay in native mode): packets from
+	// other nodes' pods come in on them.
+	Uplinks map[int]bool
+	// Ranges are pod ranges: true for the cluster's (another node's unless
+	// more specific false one matches), false for this node's.
+	Ranges map[netip.Prefix]bool
 }
 
 // Controller programs the fast path from the node's pod veths (discover) and,
 // when NetworkPolicy is enforced, the pods no policy selects.
 type Controller struct {
 	dp       Dataplane
-	discover func() (map[netip.Addr]Endpoint, error)
+	discover func() (Local, error)
 	log      *slog.Logger
 	kick     chan struct{}
 
@@ -49,14 +65,13 @@ type Controller struct {
 // Status is what `amime status` shows of the fast path.
 type Status struct {
 	Endpoints  int // addresses programmed
-	Interfaces int // pod veths the program is attached to
+	Interfaces int // pod veths and uplinks a program is attached to
 	LastSync   time.Time
 	LastError  string
 }
 
-// NewController returns a controller. discover lists the node's pods:
-// address → endpoint.
-func NewController(dp Dataplane, discover func() (map[netip.Addr]Endpoint, error), log *slog.Logger) *Controller {
+// NewController returns a controller. discover reads the node.
+func NewController(dp Dataplane, discover func() (Local, error), log *slog.Logger) *Controller {
 	return &Controller{dp: dp, discover: discover, log: log, kick: make(chan struct{}, 1)}
 }
 
@@ -136,24 +151,26 @@ func (c *Controller) Sync(context.Context) error {
 func (c *Controller) sync() error {
 	local, err := c.discover()
 	if err != nil {
-		return fmt.Errorf("list the node's pod veths: %w", err)
+		return fmt.Errorf("read the node's pod veths and routes: %w", err)
 	}
-	var errs []error
-	veths := map[int]bool{}
-	for _, ep := range local {
-		veths[ep.IfIndex] = true
+	// The ranges first: the pod programs need them to forward to other nodes.
+	errs := []error{c.syncRanges(local.Ranges)}
+	roles := map[int]Role{}
+	for _, ep := range local.Endpoints {
+		roles[ep.IfIndex] = FromPod
+	}
+	for idx := range local.Uplinks {
+		roles[idx] = FromNodes
 	}
 	for idx := range c.dp.Attached() {
-		if !veths[idx] {
+		if _, ok := roles[idx]; !ok {
 			errs = append(errs, c.dp.Detach(idx))
 		}
 	}
 	attached := c.dp.Attached()
-	for idx := range veths {
-		if !attached[idx] {
-			if err := c.dp.Attach(idx); err != nil {
-				errs = append(errs, err)
-			}
+	for idx, role := range roles {
+		if cur, ok := attached[idx]; !ok || cur != role {
+			errs = append(errs, c.dp.Attach(idx, role))
 		}
 	}
 	programmed, err := c.dp.Endpoints()
@@ -161,7 +178,7 @@ func (c *Controller) sync() error {
 		return errors.Join(append(errs, err)...)
 	}
 	want := map[netip.Addr]Endpoint{}
-	for a, ep := range local {
+	for a, ep := range local.Endpoints {
 		if !c.gated || c.eligible[a] {
 			want[a] = ep
 		}
@@ -179,6 +196,25 @@ func (c *Controller) sync() error {
 		}
 	}
 	c.status.Endpoints, c.status.Interfaces = len(want), len(c.dp.Attached())
+	return errors.Join(errs...)
+}
+
+func (c *Controller) syncRanges(want map[netip.Prefix]bool) error {
+	programmed, err := c.dp.Ranges()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for p := range programmed {
+		if _, ok := want[p]; !ok {
+			errs = append(errs, c.dp.DeleteRange(p))
+		}
+	}
+	for p, remote := range want {
+		if cur, ok := programmed[p]; !ok || cur != remote {
+			errs = append(errs, c.dp.PutRange(p, remote))
+		}
+	}
 	return errors.Join(errs...)
 }
 

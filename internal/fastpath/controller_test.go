@@ -14,12 +14,13 @@ import (
 // fakeDataplane records what the controller programs.
 type fakeDataplane struct {
 	endpoints map[netip.Addr]Endpoint
-	attached  map[int]bool
+	ranges    map[netip.Prefix]bool
+	attached  map[int]Role
 	failPut   bool
 }
 
 func newFake() *fakeDataplane {
-	return &fakeDataplane{endpoints: map[netip.Addr]Endpoint{}, attached: map[int]bool{}}
+	return &fakeDataplane{endpoints: map[netip.Addr]Endpoint{}, ranges: map[netip.Prefix]bool{}, attached: map[int]Role{}}
 }
 
 func (f *fakeDataplane) Endpoints() (map[netip.Addr]Endpoint, error) {
@@ -35,10 +36,15 @@ func (f *fakeDataplane) Put(a netip.Addr, e Endpoint) error {
 }
 
 func (f *fakeDataplane) Delete(a netip.Addr) error { delete(f.endpoints, a); return nil }
-func (f *fakeDataplane) Attached() map[int]bool    { return maps.Clone(f.attached) }
-func (f *fakeDataplane) Attach(idx int) error      { f.attached[idx] = true; return nil }
-func (f *fakeDataplane) Detach(idx int) error      { delete(f.attached, idx); return nil }
-func (f *fakeDataplane) addrs() map[netip.Addr]int { return addrsOf(f.endpoints) }
+func (f *fakeDataplane) Ranges() (map[netip.Prefix]bool, error) {
+	return maps.Clone(f.ranges), nil
+}
+func (f *fakeDataplane) PutRange(p netip.Prefix, remote bool) error { f.ranges[p] = remote; return nil }
+func (f *fakeDataplane) DeleteRange(p netip.Prefix) error           { delete(f.ranges, p); return nil }
+func (f *fakeDataplane) Attached() map[int]Role                     { return maps.Clone(f.attached) }
+func (f *fakeDataplane) Attach(idx int, r Role) error               { f.attached[idx] = r; return nil }
+func (f *fakeDataplane) Detach(idx int) error                       { delete(f.attached, idx); return nil }
+func (f *fakeDataplane) addrs() map[netip.Addr]int                  { return addrsOf(f.endpoints) }
 func addrsOf(m map[netip.Addr]Endpoint) map[netip.Addr]int {
 	out := map[netip.Addr]int{}
 	for a, e := range m {
@@ -53,10 +59,15 @@ var (
 	c4     = netip.MustParseAddr("10.0.1.4")
 )
 
-// node is a node's pods as discovery finds them.
+// node is a node's pods as discovery finds them; the node has one uplink
+// (interface 2) and the ranges of clusterRanges.
 type node map[netip.Addr]Endpoint
 
-func (n node) discover() (map[netip.Addr]Endpoint, error) { return maps.Clone(n), nil }
+var clusterRanges = map[netip.Prefix]bool{netip.MustParsePrefix("10.0.0.0/16"): true, netip.MustParsePrefix("10.0.1.0/24"): false}
+
+func (n node) discover() (Local, error) {
+	return Local{Endpoints: maps.Clone(n), Uplinks: map[int]bool{2: true}, Ranges: clusterRanges}, nil
+}
 
 func newNode() node {
 	return node{a4: {IfIndex: 10}, a6: {IfIndex: 10}, b4: {IfIndex: 11}, c4: {IfIndex: 12}}
@@ -81,20 +92,28 @@ func TestControllerWithoutPolicy(t *testing.T) {
 	c := NewController(f, n.discover, slog.Default())
 	syncOnce(t, c)
 	check(t, "first sync", f, map[netip.Addr]int{a4: 10, a6: 10, b4: 11, c4: 12})
-	if diff := cmp.Diff(map[int]bool{10: true, 11: true, 12: true}, f.attached); diff != "" {
+	if diff := cmp.Diff(map[int]Role{2: FromNodes, 10: FromPod, 11: FromPod, 12: FromPod}, f.attached); diff != "" {
 		t.Errorf("attached (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(clusterRanges, f.ranges); diff != "" {
+		t.Errorf("ranges (-want +got):\n%s", diff)
 	}
 	// A pod goes, its address comes back on another veth, a stale entry of
 	// an earlier agent is in the map.
 	delete(n, b4)
 	n[c4] = Endpoint{IfIndex: 13}
 	f.endpoints[netip.MustParseAddr("10.0.1.99")] = Endpoint{IfIndex: 5}
+	f.ranges[netip.MustParsePrefix("10.9.0.0/16")] = true
+	f.attached[11] = FromNodes
 	syncOnce(t, c)
 	check(t, "after changes", f, map[netip.Addr]int{a4: 10, a6: 10, c4: 13})
-	if diff := cmp.Diff(map[int]bool{10: true, 13: true}, f.attached); diff != "" {
+	if diff := cmp.Diff(map[int]Role{2: FromNodes, 10: FromPod, 13: FromPod}, f.attached); diff != "" {
 		t.Errorf("attached (-want +got):\n%s", diff)
 	}
-	if st := c.Status(); st.Endpoints != 3 || st.Interfaces != 2 || st.LastError != "" {
+	if diff := cmp.Diff(clusterRanges, f.ranges); diff != "" {
+		t.Errorf("ranges (-want +got):\n%s", diff)
+	}
+	if st := c.Status(); st.Endpoints != 3 || st.Interfaces != 3 || st.LastError != "" {
 		t.Errorf("status %+v", st)
 	}
 }
@@ -105,8 +124,8 @@ func TestControllerFollowsPolicy(t *testing.T) {
 	c.Gate()
 	syncOnce(t, c)
 	check(t, "before the policy controller's first report", f, map[netip.Addr]int{})
-	if len(f.attached) != 3 {
-		t.Errorf("attached %v: the program belongs on every pod veth", f.attached)
+	if len(f.attached) != 4 {
+		t.Errorf("attached %v: the programs belong on every pod veth and the uplink", f.attached)
 	}
 
 	unselected := map[netip.Addr]bool{a4: true, a6: true, b4: true}

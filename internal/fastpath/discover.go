@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"amime.dev/amime/internal/podmac"
+	"amime.dev/amime/internal/routing"
 )
 
 // VethPrefix starts the name of every node-side pod veth the CNI plugin
@@ -56,13 +58,15 @@ func endpoints(routes []hostRoute, veths map[int]veth, podCIDRs []netip.Prefix) 
 	return out
 }
 
-// Discover returns the node's pods as endpoints: the current namespace's
-// host routes into the node's pod ranges (podCIDRs) through pod veths.
-func Discover(podCIDRs func() []netip.Prefix) func() (map[netip.Addr]Endpoint, error) {
-	return func() (map[netip.Addr]Endpoint, error) {
+// Discover reads the node from the current namespace: its pods from the
+// host routes into its pod ranges (podCIDRs) through pod veths, its uplinks
+// from the routes the routing controller programs, and the ranges: the
+// cluster's (clusterCIDRs) and the node's.
+func Discover(clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix) func() (Local, error) {
+	return func() (Local, error) {
 		links, err := netlink.LinkList()
 		if err != nil {
-			return nil, fmt.Errorf("list links: %w", err)
+			return Local{}, fmt.Errorf("list links: %w", err)
 		}
 		veths := map[int]veth{}
 		for _, l := range links {
@@ -75,10 +79,11 @@ func Discover(podCIDRs func() []netip.Prefix) func() (map[netip.Addr]Endpoint, e
 			veths[a.Index] = v
 		}
 		var routes []hostRoute
+		uplinks := map[int]bool{}
 		for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 			rs, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 			if err != nil {
-				return nil, fmt.Errorf("list routes: %w", err)
+				return Local{}, fmt.Errorf("list routes: %w", err)
 			}
 			for _, r := range rs {
 				if r.Dst == nil || r.LinkIndex == 0 {
@@ -86,14 +91,38 @@ func Discover(podCIDRs func() []netip.Prefix) func() (map[netip.Addr]Endpoint, e
 				}
 				ones, bits := r.Dst.Mask.Size()
 				dst, ok := netip.AddrFromSlice(r.Dst.IP)
-				if !ok || ones != bits {
+				if !ok {
 					continue
 				}
-				routes = append(routes, hostRoute{dst: dst.Unmap(), ifindex: r.LinkIndex})
+				dst = dst.Unmap()
+				if r.Protocol == routing.RouteProtocol {
+					// To another node's pod range (not to the Service ranges).
+					if slices.ContainsFunc(clusterCIDRs, func(c netip.Prefix) bool { return c.Overlaps(netip.PrefixFrom(dst, ones)) }) {
+						uplinks[r.LinkIndex] = true
+					}
+					continue
+				}
+				if ones != bits {
+					continue
+				}
+				routes = append(routes, hostRoute{dst: dst, ifindex: r.LinkIndex})
 			}
 		}
-		return endpoints(routes, veths, podCIDRs()), nil
+		own := podCIDRs()
+		return Local{Endpoints: endpoints(routes, veths, own), Uplinks: uplinks, Ranges: ranges(clusterCIDRs, own)}, nil
 	}
+}
+
+// ranges marks the cluster's pod ranges remote and the node's own local.
+func ranges(cluster, own []netip.Prefix) map[netip.Prefix]bool {
+	out := map[netip.Prefix]bool{}
+	for _, p := range cluster {
+		out[p.Masked()] = true
+	}
+	for _, p := range own {
+		out[p.Masked()] = false
+	}
+	return out
 }
 
 // Watch calls changed whenever a route or link of the current namespace

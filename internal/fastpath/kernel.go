@@ -47,7 +47,12 @@ func unmarshalEndpoint(b []byte) Endpoint {
 // the stack's path again, which still forwards them.
 type Kernel struct {
 	coll  *ebpf.Collection
-	links map[int]link.Link
+	links map[int]attachment
+}
+
+type attachment struct {
+	role Role
+	link link.Link
 }
 
 // LoadKernel loads the program and creates its maps in the current network
@@ -66,14 +71,14 @@ func LoadKernel() (*Kernel, error) {
 		}
 		return nil, fmt.Errorf("load the fast path program: %w", err)
 	}
-	return &Kernel{coll: coll, links: map[int]link.Link{}}, nil
+	return &Kernel{coll: coll, links: map[int]attachment{}}, nil
 }
 
 // Close detaches the program everywhere and frees the maps.
 func (k *Kernel) Close() error {
 	var errs []error
-	for idx, l := range k.links {
-		errs = append(errs, l.Close())
+	for idx, a := range k.links {
+		errs = append(errs, a.link.Close())
 		delete(k.links, idx)
 	}
 	k.coll.Close()
@@ -123,37 +128,96 @@ func (k *Kernel) Delete(a netip.Addr) error {
 	return nil
 }
 
-// Attached returns the interfaces the program is attached to.
-func (k *Kernel) Attached() map[int]bool {
-	out := make(map[int]bool, len(k.links))
-	for idx := range k.links {
-		out[idx] = true
+// Attached returns the interfaces a program is attached to, with its role.
+func (k *Kernel) Attached() map[int]Role {
+	out := make(map[int]Role, len(k.links))
+	for idx, a := range k.links {
+		out[idx] = a.role
 	}
 	return out
 }
 
-// Attach puts the program on an interface's ingress.
-func (k *Kernel) Attach(ifindex int) error {
-	if _, ok := k.links[ifindex]; ok {
-		return nil
+// Attach puts the program of a role on an interface's ingress (in place of
+// one of another role).
+func (k *Kernel) Attach(ifindex int, role Role) error {
+	if a, ok := k.links[ifindex]; ok {
+		if a.role == role {
+			return nil
+		}
+		if err := k.Detach(ifindex); err != nil {
+			return err
+		}
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: k.coll.Programs[programName], Attach: ebpf.AttachTCXIngress})
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: k.coll.Programs[programNames[role]], Attach: ebpf.AttachTCXIngress})
 	if err != nil {
-		return fmt.Errorf("attach the fast path to interface %d: %w", ifindex, err)
+		return fmt.Errorf("attach the fast path (%s) to interface %d: %w", role, ifindex, err)
 	}
-	k.links[ifindex] = l
+	k.links[ifindex] = attachment{role: role, link: l}
 	return nil
 }
 
 // Detach takes the program off an interface (gone already is fine: the
 // kernel detached it with the interface).
 func (k *Kernel) Detach(ifindex int) error {
-	l, ok := k.links[ifindex]
+	a, ok := k.links[ifindex]
 	if !ok {
 		return nil
 	}
 	delete(k.links, ifindex)
-	return l.Close()
+	return a.link.Close()
+}
+
+// Ranges returns the contents of both range maps: true for other nodes' pod
+// ranges, false for this node's.
+func (k *Kernel) Ranges() (map[netip.Prefix]bool, error) {
+	out := map[netip.Prefix]bool{}
+	for _, name := range []string{mapRanges4, mapRanges6} {
+		var key, value []byte
+		it := k.coll.Maps[name].Iterate()
+		for it.Next(&key, &value) {
+			a, ok := netip.AddrFromSlice(key[4:])
+			if !ok {
+				return nil, fmt.Errorf("map %s: key of %d bytes", name, len(key))
+			}
+			out[netip.PrefixFrom(a, int(binary.NativeEndian.Uint32(key)))] = binary.NativeEndian.Uint32(value) != 0
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("map %s: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+func rangeKey(p netip.Prefix) []byte {
+	return binary.NativeEndian.AppendUint32(nil, uint32(p.Bits())) // then the address
+}
+
+// PutRange adds or replaces a range: remote says whether it is another node's.
+func (k *Kernel) PutRange(p netip.Prefix, remote bool) error {
+	m := k.coll.Maps[mapRanges4]
+	if p.Addr().Is6() {
+		m = k.coll.Maps[mapRanges6]
+	}
+	v := uint32(0)
+	if remote {
+		v = 1
+	}
+	if err := m.Put(append(rangeKey(p), p.Masked().Addr().AsSlice()...), v); err != nil {
+		return fmt.Errorf("fast path range %s: %w", p, err)
+	}
+	return nil
+}
+
+// DeleteRange removes a range (absent is fine).
+func (k *Kernel) DeleteRange(p netip.Prefix) error {
+	m := k.coll.Maps[mapRanges4]
+	if p.Addr().Is6() {
+		m = k.coll.Maps[mapRanges6]
+	}
+	if err := m.Delete(append(rangeKey(p), p.Masked().Addr().AsSlice()...)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("fast path range %s: %w", p, err)
+	}
+	return nil
 }
 
 // Counters sums the per-CPU counters.

@@ -11,7 +11,7 @@ import (
 func TestCollector(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(NewCollector(func() (map[string]uint64, error) {
-		return map[string]uint64{"redirected": 7, "nat": 2, "stack": 40}, nil
+		return map[string]uint64{"redirected": 7, "forwarded": 3, "nat": 2, "stack": 40}, nil
 	}, func() Status {
 		return Status{Endpoints: 4, Interfaces: 3, LastSync: time.Unix(1700000000, 0), LastError: "boom"}
 	}))
@@ -31,6 +31,7 @@ func TestCollector(t *testing.T) {
 	}
 	want := map[string]float64{
 		"amime_fastpath_packets_total{result=redirected}": 7,
+		"amime_fastpath_packets_total{result=forwarded}":  3,
 		"amime_fastpath_packets_total{result=nat}":        2,
 		"amime_fastpath_packets_total{result=stack}":      40,
 		"amime_fastpath_endpoints":                        4,

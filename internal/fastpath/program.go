@@ -8,18 +8,40 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// Names of the program's maps.
+// Names of the maps.
 const (
 	mapEndpoints4 = "endpoints4"
 	mapEndpoints6 = "endpoints6"
+	mapRanges4    = "ranges4"
+	mapRanges6    = "ranges6"
 	mapStats      = "stats"
 )
 
+// Role is where a program is attached.
+type Role int
+
+const (
+	// FromPod: the node-side veth of a pod. Its packets may go to a pod of
+	// this node or, through the FIB, to the device that reaches another
+	// node's pods.
+	FromPod Role = iota
+	// FromNodes: a device packets from other nodes come in on (the VXLAN
+	// device, or the underlay in native mode). Its packets may go to a pod of
+	// this node.
+	FromNodes
+)
+
+func (r Role) String() string { return [...]string{"pod", "nodes"}[r] }
+
+// programNames are the programs by role.
+var programNames = [...]string{FromPod: "amime_fp_pod", FromNodes: "amime_fp_nodes"}
+
 // Counters of the stats map (per CPU), in the order of their indexes.
-var counterNames = []string{"redirected", "nat", "stack"}
+var counterNames = []string{"redirected", "forwarded", "nat", "stack"}
 
 const (
 	counterRedirected = iota
+	counterForwarded
 	counterNAT
 	counterStack
 )
@@ -53,13 +75,29 @@ const (
 )
 
 // Stack slots, below the frame pointer: the conntrack tuple (struct
-// bpf_sock_tuple, 36 bytes), its options (struct bpf_ct_opts, 16 bytes) and the
-// key of a counter.
+// bpf_sock_tuple, 36 bytes), its options (struct bpf_ct_opts, 16 bytes), the
+// key of a counter, the FIB lookup's parameters (struct bpf_fib_lookup, 64
+// bytes) and the key of a range lookup (prefix length and address).
 const (
 	stackTuple   = -40
 	stackOpts    = -56
 	stackCounter = -64
+	stackFIB     = -128
+	stackRange   = -152
 	ctOptsSize   = 16
+	fibSize      = 64
+)
+
+// Offsets in struct bpf_fib_lookup (uapi).
+const (
+	fibFamily  = 0
+	fibProto   = 1
+	fibPorts   = 2
+	fibIfindex = 8
+	fibSrc     = 16
+	fibDst     = 32
+	fibSMAC    = 52
+	fibDMAC    = 58
 )
 
 const (
@@ -72,7 +110,7 @@ const (
 	protoTCP         = 6
 	protoUDP         = 17
 	maxEndpoints     = 65536
-	programName      = "amime_fastpath"
+	maxRanges        = 1024
 	programLicense   = "GPL" // bpf_redirect_peer and the conntrack kfuncs are GPL-only
 	checksumOverflow = 0xffff
 )
@@ -113,22 +151,34 @@ func lookupKernelSymbols() (kernelSymbols, error) {
 	return kernelSymbols{}, fmt.Errorf("struct nf_conn has no status")
 }
 
-// collectionSpec is the program and its maps.
+// collectionSpec is the programs and their maps.
 func collectionSpec(syms kernelSymbols) *ebpf.CollectionSpec {
 	endpoints := func(name string, keySize uint32) *ebpf.MapSpec {
 		return &ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: keySize, ValueSize: valueSize, MaxEntries: maxEndpoints}
 	}
-	return &ebpf.CollectionSpec{
+	// The pod ranges: 1 for other nodes' (the cluster's), 0 for this node's
+	// (more specific, so they win the longest-prefix match).
+	ranges := func(name string, addrLen uint32) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: name, Type: ebpf.LPMTrie, KeySize: 4 + addrLen, ValueSize: 4, MaxEntries: maxRanges, Flags: unixNoPrealloc}
+	}
+	spec := &ebpf.CollectionSpec{
 		Maps: map[string]*ebpf.MapSpec{
 			mapEndpoints4: endpoints(mapEndpoints4, 4),
 			mapEndpoints6: endpoints(mapEndpoints6, 16),
+			mapRanges4:    ranges(mapRanges4, 4),
+			mapRanges6:    ranges(mapRanges6, 16),
 			mapStats:      {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
 		},
-		Programs: map[string]*ebpf.ProgramSpec{
-			programName: {Name: programName, Type: ebpf.SchedCLS, License: programLicense, Instructions: program(syms)},
-		},
+		Programs: map[string]*ebpf.ProgramSpec{},
 	}
+	for role, name := range programNames {
+		spec.Programs[name] = &ebpf.ProgramSpec{Name: name, Type: ebpf.SchedCLS, License: programLicense, Instructions: program(syms, Role(role))}
+	}
+	return spec
 }
+
+// unixNoPrealloc is BPF_F_NO_PREALLOC, which LPM tries require.
+const unixNoPrealloc = 1
 
 // family is what differs between the IPv4 and the IPv6 halves of the program.
 type family struct {
@@ -136,7 +186,8 @@ type family struct {
 	minLen            int16 // Ethernet + IP header + the ports
 	src, dst, ports   int16 // offsets in the frame
 	addrLen           int16
-	endpoints         string
+	endpoints, ranges string
+	af                int32 // AF_INET or AF_INET6, for the FIB lookup
 	tupleSize         int32
 	proto, hops       int16
 	header            func() asm.Instructions // checks beyond the length, ending on the protocol in R7
@@ -145,7 +196,7 @@ type family struct {
 
 var (
 	ipv4 = family{suffix: "4", minLen: ethLen + ip4Len + 4, src: ip4Src, dst: ip4Dst, ports: ethLen + ip4Len, addrLen: 4,
-		endpoints: mapEndpoints4, tupleSize: 12, proto: ip4Proto, hops: ip4TTL,
+		endpoints: mapEndpoints4, ranges: mapRanges4, af: 2, tupleSize: 12, proto: ip4Proto, hops: ip4TTL,
 		header: func() asm.Instructions {
 			return asm.Instructions{
 				// No options (their length would move the ports), no fragments.
@@ -171,7 +222,7 @@ var (
 			}
 		}}
 	ipv6 = family{suffix: "6", minLen: ethLen + ip6Len + 4, src: ip6Src, dst: ip6Dst, ports: ethLen + ip6Len, addrLen: 16,
-		endpoints: mapEndpoints6, tupleSize: 36, proto: ip6Next, hops: ip6Hops,
+		endpoints: mapEndpoints6, ranges: mapRanges6, af: 10, tupleSize: 36, proto: ip6Next, hops: ip6Hops,
 		header: func() asm.Instructions { return nil }, // extension headers end on a protocol other than TCP or UDP
 		decrementHopLimit: func() asm.Instructions {
 			return asm.Instructions{
@@ -182,25 +233,28 @@ var (
 		}}
 )
 
-// program is the tc program on the ingress of each pod's node-side veth. It
-// hands a packet straight to the destination pod (bpf_redirect_peer), skipping
-// the node's routing, conntrack and nftables, only when the stack would do
+// program is the tc program of a role. It hands a packet on, skipping the
+// node's routing, conntrack and nftables, only when the stack would do
 // nothing to it but forward it:
 //   - IPv4 without options or fragments, or IPv6 without extension headers;
 //     TCP or UDP; hop limit above 1;
-//   - the source address belongs to the veth the packet came in on and the
-//     frame's source MAC is that pod's (anything else is judged by the stack,
-//     which drops spoofed sources);
-//   - the destination is a pod of this node; both are in the endpoint maps,
-//     which hold only pods no NetworkPolicy selects (the agent removes a pod
-//     before its policy rules are programmed);
+//   - from a pod (FromPod): the source address belongs to the veth the packet
+//     came in on and the frame's source MAC is that pod's (anything else is
+//     judged by the stack, which drops spoofed sources), and the pod is in
+//     the endpoint maps;
+//   - the destination is a pod of this node in the endpoint maps, or (from a
+//     pod only) an address of another node's pod range whose next hop the
+//     FIB knows with its MAC;
+//   - the endpoint maps hold only pods no NetworkPolicy selects (the agent
+//     removes a pod before its policy rules are programmed);
 //   - conntrack has no entry for the packet that rewrites addresses: replies
 //     of Service connections go through the stack for their reverse NAT.
 //
-// It then does what routing would have done: the MACs of the next hop and a
-// hop limit one lower. Everything else goes on into the stack unchanged
-// (TC_ACT_OK).
-func program(syms kernelSymbols) asm.Instructions {
+// It then does what routing would have done: the MACs of the next hop, a hop
+// limit one lower; into a local pod with bpf_redirect_peer, to another node
+// out of the FIB's device with bpf_redirect. Everything else goes on into the
+// stack unchanged (TC_ACT_OK).
+func program(syms kernelSymbols, role Role) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1), // R6: the skb, throughout
 		asm.LoadMem(asm.R0, asm.R6, skbVlanPresent, asm.Word),
@@ -215,8 +269,8 @@ func program(syms kernelSymbols) asm.Instructions {
 		asm.JEq.Imm(asm.R5, ethPIPv6LE, "ipv6"),
 		asm.Ja.Label("stack"),
 	}
-	insns = append(insns, familyPath(ipv4, syms)...)
-	insns = append(insns, familyPath(ipv6, syms)...)
+	insns = append(insns, familyPath(ipv4, syms, role)...)
+	insns = append(insns, familyPath(ipv6, syms, role)...)
 	insns = append(insns, count(counterNAT, "nat")...)
 	insns = append(insns, asm.Ja.Label("ok"))
 	insns = append(insns, count(counterStack, "stack")...)
@@ -228,8 +282,9 @@ func program(syms kernelSymbols) asm.Instructions {
 
 // familyPath is the program's path for one address family, from the label
 // "ipv4" or "ipv6". Registers: R6 the skb, R7 the protocol and then the
-// connection's status, R8 the frame, R9 the destination endpoint.
-func familyPath(f family, syms kernelSymbols) asm.Instructions {
+// connection's status, R8 the frame, R9 the destination endpoint (0: another
+// node's pod).
+func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 	l := func(name string) string { return name + f.suffix }
 	loadFrame := asm.Instructions{
 		asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word),
@@ -246,33 +301,60 @@ func familyPath(f family, syms kernelSymbols) asm.Instructions {
 		asm.LoadMem(asm.R7, asm.R8, f.proto, asm.Byte),
 		asm.JEq.Imm(asm.R7, protoTCP, l("l4-")),
 		asm.JNE.Imm(asm.R7, protoUDP, "stack"),
-
+		asm.Mov.Imm(asm.R0, 0).WithSymbol(l("l4-")), // a landing place
+	)
+	if role == FromPod {
 		// The source: this veth's pod, with its own MAC.
-		asm.LoadMapPtr(asm.R1, 0).WithReference(f.endpoints).WithSymbol(l("l4-")),
-		asm.Mov.Reg(asm.R2, asm.R8),
-		asm.Add.Imm(asm.R2, int32(f.src)),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "stack"),
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
-		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
-		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
-		asm.LoadMem(asm.R1, asm.R0, 4, asm.Word),
-		asm.LoadMem(asm.R2, asm.R8, 6, asm.Word),
-		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
-		asm.LoadMem(asm.R1, asm.R0, 8, asm.Half),
-		asm.LoadMem(asm.R2, asm.R8, 10, asm.Half),
-		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
-
-		// The destination: a pod of this node.
+		insns = append(insns,
+			asm.LoadMapPtr(asm.R1, 0).WithReference(f.endpoints),
+			asm.Mov.Reg(asm.R2, asm.R8),
+			asm.Add.Imm(asm.R2, int32(f.src)),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "stack"),
+			asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+			asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
+			asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+			asm.LoadMem(asm.R1, asm.R0, 4, asm.Word),
+			asm.LoadMem(asm.R2, asm.R8, 6, asm.Word),
+			asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+			asm.LoadMem(asm.R1, asm.R0, 8, asm.Half),
+			asm.LoadMem(asm.R2, asm.R8, 10, asm.Half),
+			asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		)
+	}
+	// The destination: a pod of this node...
+	insns = append(insns,
 		asm.LoadMapPtr(asm.R1, 0).WithReference(f.endpoints),
 		asm.Mov.Reg(asm.R2, asm.R8),
 		asm.Add.Imm(asm.R2, int32(f.dst)),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "stack"),
 		asm.Mov.Reg(asm.R9, asm.R0),
+		asm.JNE.Imm(asm.R0, 0, l("conntrack")),
 	)
+	if role == FromPod {
+		// ... or one of another node's pod range.
+		insns = append(insns, asm.StoreImm(asm.RFP, stackRange, int64(8*f.addrLen), asm.Word))
+		for off := int16(0); off < f.addrLen; off += 4 {
+			insns = append(insns,
+				asm.LoadMem(asm.R1, asm.R8, f.dst+off, asm.Word),
+				asm.StoreMem(asm.RFP, stackRange+4+off, asm.R1, asm.Word))
+		}
+		insns = append(insns,
+			asm.LoadMapPtr(asm.R1, 0).WithReference(f.ranges),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, stackRange),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "stack"),
+			asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+			asm.JEq.Imm(asm.R1, 0, "stack"),
+			asm.Mov.Imm(asm.R9, 0),
+		)
+	} else {
+		insns = append(insns, asm.Ja.Label("stack"))
+	}
 
 	// Conntrack: the tuple (addresses, then both ports) and the options.
+	insns = append(insns, asm.Mov.Imm(asm.R0, 0).WithSymbol(l("conntrack")))
 	for off := int16(0); off < 2*f.addrLen; off += 4 {
 		insns = append(insns,
 			asm.LoadMem(asm.R1, asm.R8, f.src+off, asm.Word),
@@ -302,11 +384,15 @@ func familyPath(f family, syms kernelSymbols) asm.Instructions {
 		asm.JNE.Imm(asm.R7, 0, "nat"),
 	)
 
-	// Forward: the frame again (calls invalidate packet pointers), the next
-	// hop's MACs, the hop limit, and into the pod.
+	// Forward: the frame again (calls invalidate packet pointers).
 	insns = append(insns, withSymbol(loadFrame, l("forward"))...)
+	if role == FromPod {
+		insns = append(insns, asm.JNE.Imm(asm.R9, 0, l("local")))
+		insns = append(insns, remote(f, l)...)
+	}
+	// Into a pod of this node: its MACs, the hop limit.
 	insns = append(insns,
-		asm.LoadMem(asm.R1, asm.R9, 4, asm.Word),
+		asm.LoadMem(asm.R1, asm.R9, 4, asm.Word).WithSymbol(l("local")),
 		asm.StoreMem(asm.R8, 0, asm.R1, asm.Word),
 		asm.LoadMem(asm.R1, asm.R9, 8, asm.Half),
 		asm.StoreMem(asm.R8, 4, asm.R1, asm.Half),
@@ -315,12 +401,71 @@ func familyPath(f family, syms kernelSymbols) asm.Instructions {
 		asm.LoadMem(asm.R1, asm.R9, 12, asm.Word),
 		asm.StoreMem(asm.R8, 8, asm.R1, asm.Word),
 	)
-	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix)...)
+	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix+"l")...)
 	insns = append(insns, count(counterRedirected, l("redirect"))...)
 	return append(insns,
 		asm.LoadMem(asm.R1, asm.R9, 0, asm.Word),
 		asm.Mov.Imm(asm.R2, 0),
 		asm.FnRedirectPeer.Call(),
+		asm.Return(),
+	)
+}
+
+// remote sends a packet to another node's pod out of the device the FIB
+// names, with the next hop's MACs; without a complete answer (no neighbour
+// yet, too big for the device, no route) the stack takes it. R8: the frame.
+func remote(f family, l func(string) string) asm.Instructions {
+	insns := asm.Instructions{}
+	for off := int16(0); off < fibSize; off += 4 {
+		insns = append(insns, asm.StoreImm(asm.RFP, stackFIB+off, 0, asm.Word))
+	}
+	insns = append(insns,
+		asm.StoreImm(asm.RFP, stackFIB+fibFamily, int64(f.af), asm.Byte),
+		asm.LoadMem(asm.R1, asm.R8, f.proto, asm.Byte),
+		asm.StoreMem(asm.RFP, stackFIB+fibProto, asm.R1, asm.Byte),
+		asm.LoadMem(asm.R1, asm.R8, f.ports, asm.Half),
+		asm.StoreMem(asm.RFP, stackFIB+fibPorts, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R8, f.ports+2, asm.Half),
+		asm.StoreMem(asm.RFP, stackFIB+fibPorts+2, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R6, skbIfindex, asm.Word),
+		asm.StoreMem(asm.RFP, stackFIB+fibIfindex, asm.R1, asm.Word),
+	)
+	for off := int16(0); off < f.addrLen; off += 4 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.R8, f.src+off, asm.Word),
+			asm.StoreMem(asm.RFP, stackFIB+fibSrc+off, asm.R1, asm.Word),
+			asm.LoadMem(asm.R1, asm.R8, f.dst+off, asm.Word),
+			asm.StoreMem(asm.RFP, stackFIB+fibDst+off, asm.R1, asm.Word))
+	}
+	insns = append(insns,
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackFIB),
+		asm.Mov.Imm(asm.R3, fibSize),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnFibLookup.Call(),
+		asm.JNE.Imm(asm.R0, 0, "stack"),
+	)
+	insns = append(insns, withSymbol(asm.Instructions{
+		asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R8),
+		asm.Add.Imm(asm.R4, int32(f.minLen)),
+		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
+	}, l("fib-ok"))...)
+	// The frame's addresses, dmac then smac, from the FIB's answer; in half
+	// words, as the answer's MACs are not word-aligned on the stack.
+	for i, off := range []int16{fibDMAC, fibDMAC + 2, fibDMAC + 4, fibSMAC, fibSMAC + 2, fibSMAC + 4} {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.RFP, stackFIB+off, asm.Half),
+			asm.StoreMem(asm.R8, int16(2*i), asm.R1, asm.Half))
+	}
+	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix+"r")...)
+	insns = append(insns, count(counterForwarded, l("forwarded"))...)
+	return append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, stackFIB+fibIfindex, asm.Word),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
 		asm.Return(),
 	)
 }

@@ -123,15 +123,21 @@ func ipChecksum(h []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// run runs the program once on a frame that came in on lo.
+// runRole runs the program of a role once on a frame that came in on lo.
+func runRole(k *Kernel, role Role, in []byte) (uint32, []byte, error) {
+	out := make([]byte, len(in)+256)
+	ret, err := k.coll.Programs[programNames[role]].Run(&ebpf.RunOptions{Data: in, DataOut: out, Context: skbContext{IfIndex: loIndex}})
+	return ret, out[:len(in)], err
+}
+
+// run runs the pod program.
 func run(t *testing.T, k *Kernel, in []byte) (uint32, []byte) {
 	t.Helper()
-	out := make([]byte, len(in)+256)
-	ret, err := k.coll.Programs[programName].Run(&ebpf.RunOptions{Data: in, DataOut: out, Context: skbContext{IfIndex: loIndex}})
+	ret, out, err := runRole(k, FromPod, in)
 	if err != nil {
 		t.Fatalf("test run: %v", err)
 	}
-	return ret, out[:len(in)]
+	return ret, out
 }
 
 func TestProgramDecides(t *testing.T) {
@@ -221,20 +227,10 @@ func TestProgramDecides(t *testing.T) {
 // go to the stack, those of the second are redirected.
 func TestProgramLeavesNATConnectionsToTheStack(t *testing.T) {
 	skipUnlessRoot(t)
-	name := fmt.Sprintf("amime-fastpathtest-%d", os.Getpid())
-	_ = netns.Delete(name)
-	if err := netns.Add(name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = netns.Delete(name) })
+	name := testNetns(t, "nat", []string{"ip", "link", "set", "lo", "up"}, []string{"ip", "route", "add", "local", "10.96.0.0/24", "dev", "lo"})
 	nft := `table ip fastpathtest {
 	chain out { type nat hook output priority -100; udp dport 9999 dnat to 127.0.0.1:9998; }
 }`
-	for _, args := range [][]string{{"ip", "link", "set", "lo", "up"}, {"ip", "route", "add", "local", "10.96.0.0/24", "dev", "lo"}} {
-		if out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-	}
 	cmd := exec.Command("ip", "netns", "exec", name, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(nft)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -269,9 +265,6 @@ func TestProgramLeavesNATConnectionsToTheStack(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
 		f := frame{srcMAC: macA, dstMAC: hostA, proto: protoUDP, hops: 64}
-		run := func(in []byte) (uint32, error) {
-			return k.coll.Programs[programName].Run(&ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: skbContext{IfIndex: loIndex}})
-		}
 		for _, tc := range []struct {
 			name         string
 			src, dst     netip.Addr
@@ -284,7 +277,7 @@ func TestProgramLeavesNATConnectionsToTheStack(t *testing.T) {
 			{"a packet of no connection", lo, lo, 9996, port, tcActRedirect},
 		} {
 			f.src, f.dst, f.sport, f.dport = tc.src, tc.dst, tc.sport, tc.dport
-			ret, err := run(f.bytes())
+			ret, _, err := runRole(k, FromPod, f.bytes())
 			if err != nil {
 				return err
 			}
@@ -298,6 +291,129 @@ func TestProgramLeavesNATConnectionsToTheStack(t *testing.T) {
 		}
 		if counters["nat"] != 2 {
 			t.Errorf("counters %v, want 2 nat", counters)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testNetns makes a network namespace for one test, runs the commands in it
+// and removes it at the end.
+func testNetns(t *testing.T, name string, cmds ...[]string) string {
+	t.Helper()
+	name = fmt.Sprintf("amime-fptest-%s-%d", name, os.Getpid())
+	_ = netns.Delete(name)
+	if err := netns.Add(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netns.Delete(name) })
+	for _, args := range cmds {
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	return name
+}
+
+// TestProgramFromOtherNodes: on a device other nodes' packets come in on,
+// packets for a pod of this node go into it, whatever their source; the rest
+// goes to the stack.
+func TestProgramFromOtherNodes(t *testing.T) {
+	k := loadForTest(t)
+	if err := k.Put(podB, epB); err != nil {
+		t.Fatal(err)
+	}
+	remotePod := netip.MustParseAddr("10.45.0.7")
+	vtep := MAC{0x0e, 0, 0, 0, 0, 1}
+	in := frame{srcMAC: vtep, dstMAC: hostA, src: remotePod, dst: podB, proto: protoTCP, hops: 63, sport: 40000, dport: 8080}
+	ret, out, err := runRole(k, FromNodes, in.bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := in
+	want.dstMAC, want.srcMAC, want.hops = macB, hostB, 62
+	if ret != tcActRedirect || !bytes.Equal(out, want.bytes()) {
+		t.Errorf("to a local pod: returned %d\n got %x\nwant %x", ret, out, want.bytes())
+	}
+	for _, dst := range []netip.Addr{netip.MustParseAddr("10.45.0.8"), podA} {
+		f := in
+		f.dst = dst
+		if ret, _, err := runRole(k, FromNodes, f.bytes()); err != nil || ret != tcActOK {
+			t.Errorf("to %s (no endpoint): returned %d, %v; want the stack", dst, ret, err)
+		}
+	}
+}
+
+// TestProgramForwardsToOtherNodes: from a pod, a packet for another node's
+// pod range leaves through the device and with the MACs the FIB gives (a
+// throwaway namespace with a route and a permanent neighbour); this node's own
+// range, addresses outside the cluster and destinations without a complete
+// FIB answer go to the stack.
+func TestProgramForwardsToOtherNodes(t *testing.T) {
+	skipUnlessRoot(t)
+	name := testNetns(t, "fib",
+		[]string{"ip", "link", "set", "lo", "up"},
+		[]string{"ip", "link", "add", "fp0", "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "fp1"},
+		[]string{"ip", "link", "set", "fp0", "up"},
+		[]string{"ip", "link", "set", "fp1", "up"},
+		[]string{"ip", "addr", "add", "192.168.77.1/24", "dev", "fp0"},
+		[]string{"ip", "neigh", "replace", "192.168.77.2", "lladdr", "02:00:00:00:00:02", "dev", "fp0", "nud", "permanent"},
+		[]string{"ip", "route", "add", "10.45.0.0/24", "via", "192.168.77.2"},
+		[]string{"ip", "route", "add", "10.46.0.0/24", "via", "192.168.77.3"}, // no neighbour yet
+		[]string{"sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"},
+		[]string{"sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"},
+	)
+	err := netns.Do(netns.Path(name), func() error {
+		k, err := LoadKernel()
+		if err != nil {
+			return err
+		}
+		defer k.Close()
+		if err := k.Put(podA, epA); err != nil {
+			return err
+		}
+		for p, remote := range map[string]bool{"10.40.0.0/13": true, "10.44.0.0/24": false} {
+			if err := k.PutRange(netip.MustParsePrefix(p), remote); err != nil {
+				return err
+			}
+		}
+		f := frame{srcMAC: macA, dstMAC: hostA, src: podA, proto: protoUDP, hops: 64, sport: 40000, dport: 53}
+		for _, tc := range []struct {
+			dst  string
+			want uint32
+		}{
+			{"10.45.0.7", tcActRedirect},
+			{"10.44.0.77", tcActOK}, // this node's range, no such pod
+			{"10.46.0.7", tcActOK},  // no neighbour yet: the stack resolves it
+			{"10.47.0.7", tcActOK},  // no route
+			{"192.168.77.2", tcActOK},
+			{"8.8.8.8", tcActOK},
+		} {
+			f.dst = netip.MustParseAddr(tc.dst)
+			ret, out, err := runRole(k, FromPod, f.bytes())
+			if err != nil {
+				return err
+			}
+			if ret != tc.want {
+				t.Errorf("to %s: returned %d, want %d", tc.dst, ret, tc.want)
+				continue
+			}
+			want := f
+			if ret == tcActRedirect {
+				want.dstMAC, want.srcMAC, want.hops = MAC{2, 0, 0, 0, 0, 2}, MAC{2, 0, 0, 0, 0, 1}, 63
+			}
+			if !bytes.Equal(out, want.bytes()) {
+				t.Errorf("to %s:\n got %x\nwant %x", tc.dst, out, want.bytes())
+			}
+		}
+		counters, err := k.Counters()
+		if err != nil {
+			return err
+		}
+		if counters["forwarded"] != 1 {
+			t.Errorf("counters %v, want 1 forwarded", counters)
 		}
 		return nil
 	})
