@@ -250,7 +250,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Before the policy loop starts: its first sync already tells the fast
 	// path which pods it may take.
 	if cfg.FastPath {
-		if fp := startFastPath(ctx, cfg.ClusterCIDRs, att.podCIDRs, pol, m, log); fp != nil {
+		if fp := startFastPath(ctx, cfg, att.podCIDRs, pol, m, log); fp != nil {
 			sources = append(sources, fp.Component)
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"amime.dev/amime/internal/fastpath"
@@ -15,14 +17,21 @@ import (
 // pod leaves it before rules selecting it are programmed. Where the kernel
 // cannot load it the node works without it (nil): every packet takes the
 // stack, as it does for pods that policies select.
-func startFastPath(ctx context.Context, clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix, pol *policy.Controller, m *metrics, log *slog.Logger) *fastpath.Controller {
+func startFastPath(ctx context.Context, cfg Config, podCIDRs func() []netip.Prefix, pol *policy.Controller, m *metrics, log *slog.Logger) *fastpath.Controller {
 	log = log.With("controller", "fastpath")
 	k, err := fastpath.LoadKernel()
 	if err != nil {
-		log.Warn("fast path unavailable: packets between the node's pods take the stack", "err", err)
+		log.Warn("fast path unavailable: packets between pods take the stack", "err", err)
 		return nil
 	}
-	c := fastpath.NewController(k, fastpath.Discover(clusterCIDRs, podCIDRs), log)
+	// Conntrack sees a fast connection's first and last segments only; its
+	// window tracking would find the FIN out of window, leave the entry
+	// established (for days) and mark the FIN invalid.
+	const liberal = "netfilter/nf_conntrack_tcp_be_liberal"
+	if err := os.WriteFile(filepath.Join(cfg.ProcSysNet, liberal), []byte("1"), 0o644); err != nil {
+		log.Warn("fast path: conntrack cannot follow the ends of fast connections", "sysctl", liberal, "err", err)
+	}
+	c := fastpath.NewController(k, fastpath.Discover(cfg.ClusterCIDRs, podCIDRs), log)
 	if pol != nil {
 		c.Gate()
 		pol.SetGate(c)

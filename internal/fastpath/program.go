@@ -103,7 +103,9 @@ const (
 const (
 	tcActOK          = 0
 	ipsNATMask       = 0x30 // IPS_SRC_NAT | IPS_DST_NAT: the connection's addresses are rewritten
-	currentNetns     = -1   // BPF_F_CURRENT_NETNS
+	ipsSeenReply     = 0x02 // IPS_SEEN_REPLY: the stack has let a reply through
+	tcpFinSynRst     = 0x07
+	currentNetns     = -1 // BPF_F_CURRENT_NETNS
 	ethPIPv4LE       = 0x0008
 	ethPIPv6LE       = 0xdd86
 	ip4FragLE        = 0xff3f // the fragment offset and MF bits, read as a little-endian half word
@@ -247,8 +249,14 @@ var (
 //     FIB knows with its MAC;
 //   - the endpoint maps hold only pods no NetworkPolicy selects (the agent
 //     removes a pod before its policy rules are programmed);
-//   - conntrack has no entry for the packet that rewrites addresses: replies
-//     of Service connections go through the stack for their reverse NAT.
+//   - TCP without SYN, FIN or RST;
+//   - conntrack has an entry for the packet's connection, and the stack has
+//     let a reply of it through: every connection starts in the stack, where
+//     the policy rules judge it in its true direction, and conntrack keeps
+//     that direction for the day a policy selects one of its pods and its
+//     packets meet the rules again;
+//   - that entry rewrites no address: the packets of Service connections go
+//     through the stack for their NAT.
 //
 // It then does what routing would have done: the MACs of the next hop, a hop
 // limit one lower; into a local pod with bpf_redirect_peer, to another node
@@ -299,8 +307,16 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 		asm.LoadMem(asm.R5, asm.R8, f.hops, asm.Byte),
 		asm.JLE.Imm(asm.R5, 1, "stack"),
 		asm.LoadMem(asm.R7, asm.R8, f.proto, asm.Byte),
-		asm.JEq.Imm(asm.R7, protoTCP, l("l4-")),
-		asm.JNE.Imm(asm.R7, protoUDP, "stack"),
+		asm.JEq.Imm(asm.R7, protoUDP, l("l4-")),
+		asm.JNE.Imm(asm.R7, protoTCP, "stack"),
+		// TCP: the opening, closing and resetting segments are the stack's,
+		// so that conntrack follows every connection from start to end.
+		asm.Mov.Reg(asm.R4, asm.R8),
+		asm.Add.Imm(asm.R4, int32(f.ports+14)),
+		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
+		asm.LoadMem(asm.R5, asm.R8, f.ports+13, asm.Byte),
+		asm.And.Imm(asm.R5, tcpFinSynRst),
+		asm.JNE.Imm(asm.R5, 0, "stack"),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol(l("l4-")), // a landing place
 	)
 	if role == FromPod {
@@ -376,12 +392,15 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 		asm.Add.Imm(asm.R4, stackOpts),
 		asm.Mov.Imm(asm.R5, ctOptsSize),
 		kfuncCall(syms.ctLookup),
-		asm.JEq.Imm(asm.R0, 0, l("forward")),
+		asm.JEq.Imm(asm.R0, 0, "stack"),
 		asm.LoadMem(asm.R7, asm.R0, syms.statusOffset, asm.DWord),
 		asm.Mov.Reg(asm.R1, asm.R0),
 		kfuncCall(syms.ctRelease),
-		asm.And.Imm(asm.R7, ipsNATMask),
-		asm.JNE.Imm(asm.R7, 0, "nat"),
+		asm.Mov.Reg(asm.R1, asm.R7),
+		asm.And.Imm(asm.R1, ipsNATMask),
+		asm.JNE.Imm(asm.R1, 0, "nat"),
+		asm.And.Imm(asm.R7, ipsSeenReply),
+		asm.JEq.Imm(asm.R7, 0, "stack"),
 	)
 
 	// Forward: the frame again (calls invalidate packet pointers).

@@ -19,7 +19,9 @@ import (
 
 // The program is tested in the kernel (BPF_PROG_TEST_RUN): the verifier
 // accepts it, and each crafted frame comes back redirected with its next
-// hop's MACs and a lower hop limit, or untouched for the stack.
+// hop's MACs and a lower hop limit, or untouched for the stack. Frames run in
+// a throwaway namespace where real connections between the test's addresses
+// have left conntrack entries, as the stack leaves them on a node.
 
 const tcActRedirect = 7
 
@@ -44,8 +46,21 @@ type skbContext struct {
 	IfIndex uint32
 }
 
-// loadForTest loads the program, or skips where this user cannot.
-func loadForTest(t *testing.T) *Kernel {
+func skipUnlessRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loading BPF programs needs root")
+	}
+}
+
+// fixture is the program loaded, and a namespace to run it in.
+type fixture struct {
+	k  *Kernel
+	ns string
+}
+
+// newFixture loads the program, makes a namespace with cmds run in it, and
+// programs the endpoints.
+func newFixture(t *testing.T, name string, endpoints map[netip.Addr]Endpoint, cmds ...[]string) *fixture {
 	t.Helper()
 	skipUnlessRoot(t)
 	k, err := LoadKernel()
@@ -53,13 +68,106 @@ func loadForTest(t *testing.T) *Kernel {
 		t.Fatalf("load: %v", err)
 	}
 	t.Cleanup(func() { _ = k.Close() })
-	return k
+	for a, e := range endpoints {
+		if err := k.Put(a, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Conntrack runs in a namespace once a rule there uses it, as the
+	// node's tables do.
+	cmds = append(cmds, []string{"nft", "add table inet fptest { chain c { type filter hook prerouting priority 0; ct state established accept; }; }"})
+	return &fixture{k: k, ns: testNetns(t, name, cmds...)}
 }
 
-func skipUnlessRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loading BPF programs needs root")
+// run runs the program of a role once, in the fixture's namespace, on a frame
+// that came in on lo.
+func (fx *fixture) run(t *testing.T, role Role, in []byte) (uint32, []byte) {
+	t.Helper()
+	out := make([]byte, len(in)+256)
+	var ret uint32
+	err := netns.Do(netns.Path(fx.ns), func() (err error) {
+		ret, err = fx.k.coll.Programs[programNames[role]].Run(&ebpf.RunOptions{Data: in, DataOut: out, Context: skbContext{IfIndex: loIndex}})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("test run: %v", err)
 	}
+	return ret, out[:len(in)]
+}
+
+// connect makes a real connection in the fixture's namespace from src to dst
+// (both local there) and exchanges one message each way, so that conntrack
+// has a replied entry for it; the sockets stay open until the test ends.
+func (fx *fixture) connect(t *testing.T, network string, src, dst netip.AddrPort) {
+	t.Helper()
+	err := netns.Do(netns.Path(fx.ns), func() error {
+		switch network {
+		case "tcp":
+			l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(dst))
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { l.Close() })
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+				buf := make([]byte, 4)
+				if _, err := c.Read(buf); err == nil {
+					_, _ = c.Write(buf)
+				}
+			}()
+			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(src), Timeout: 2 * time.Second}
+			c, err := d.Dial("tcp", dst.String())
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { c.Close() })
+			return echo(c)
+		default:
+			srv, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(dst))
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { srv.Close() })
+			go func() {
+				buf := make([]byte, 4)
+				if n, from, err := srv.ReadFromUDPAddrPort(buf); err == nil {
+					_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
+				}
+			}()
+			c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { c.Close() })
+			return echo(c)
+		}
+	})
+	if err != nil {
+		t.Fatalf("%s %s → %s: %v", network, src, dst, err)
+	}
+}
+
+// echo sends four bytes and waits for them back.
+func echo(c net.Conn) error {
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	_, err := c.Read(make([]byte, 4))
+	return err
+}
+
+func (fx *fixture) counters(t *testing.T) map[string]uint64 {
+	t.Helper()
+	c, err := fx.k.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 type frame struct {
@@ -68,6 +176,7 @@ type frame struct {
 	proto          byte
 	hops           byte
 	sport, dport   uint16
+	tcpFlags       byte // 0: ACK
 	options        bool // an IPv4 header with options
 	fragment       bool // an IPv4 fragment
 }
@@ -78,9 +187,15 @@ func (f frame) bytes() []byte {
 	var b bytes.Buffer
 	b.Write(f.dstMAC[:])
 	b.Write(f.srcMAC[:])
-	l4 := make([]byte, 8+8)
+	l4 := make([]byte, 20+8)
 	binary.BigEndian.PutUint16(l4[0:], f.sport)
 	binary.BigEndian.PutUint16(l4[2:], f.dport)
+	if f.proto == protoTCP {
+		l4[12], l4[13] = 0x50, 0x10
+		if f.tcpFlags != 0 {
+			l4[13] = f.tcpFlags
+		}
+	}
 	if f.src.Is4() {
 		b.Write([]byte{0x08, 0x00})
 		hl := 20
@@ -123,31 +238,24 @@ func ipChecksum(h []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// runRole runs the program of a role once on a frame that came in on lo.
-func runRole(k *Kernel, role Role, in []byte) (uint32, []byte, error) {
-	out := make([]byte, len(in)+256)
-	ret, err := k.coll.Programs[programNames[role]].Run(&ebpf.RunOptions{Data: in, DataOut: out, Context: skbContext{IfIndex: loIndex}})
-	return ret, out[:len(in)], err
-}
-
-// run runs the pod program.
-func run(t *testing.T, k *Kernel, in []byte) (uint32, []byte) {
-	t.Helper()
-	ret, out, err := runRole(k, FromPod, in)
-	if err != nil {
-		t.Fatalf("test run: %v", err)
-	}
-	return ret, out
+// podsNetns are the commands that give a namespace the test pods' addresses.
+var podsNetns = [][]string{
+	{"ip", "link", "set", "lo", "up"},
+	{"ip", "addr", "add", "10.44.0.2/32", "dev", "lo"},
+	{"ip", "addr", "add", "10.44.0.3/32", "dev", "lo"},
+	{"ip", "addr", "add", "10.45.0.7/32", "dev", "lo"},
+	{"ip", "addr", "add", "fd00:44::2/128", "dev", "lo", "nodad"},
+	{"ip", "addr", "add", "fd00:44::3/128", "dev", "lo", "nodad"},
 }
 
 func TestProgramDecides(t *testing.T) {
-	k := loadForTest(t)
-	for a, e := range map[netip.Addr]Endpoint{podA: epA, podB: epB, podA6: epA, podB6: epB,
-		netip.MustParseAddr("10.44.0.9"): {IfIndex: 99, PodMAC: MAC{0x0a, 0x58, 10, 44, 0, 9}}} {
-		if err := k.Put(a, e); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fx := newFixture(t, "decides", map[netip.Addr]Endpoint{podA: epA, podB: epB, podA6: epA, podB6: epB,
+		netip.MustParseAddr("10.44.0.9"): {IfIndex: 99, PodMAC: MAC{0x0a, 0x58, 10, 44, 0, 9}}}, podsNetns...)
+	ap := func(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+	fx.connect(t, "tcp", ap(podA, 40000), ap(podB, 8080))
+	fx.connect(t, "udp", ap(podA, 40000), ap(podB, 8080))
+	fx.connect(t, "udp", ap(podA6, 40000), ap(podB6, 53))
+	fx.connect(t, "tcp", ap(podA6, 40000), ap(podB6, 53))
 	ab := frame{srcMAC: macA, dstMAC: hostA, src: podA, dst: podB, proto: protoTCP, hops: 64, sport: 40000, dport: 8080}
 	ab6 := frame{srcMAC: macA, dstMAC: hostA, src: podA6, dst: podB6, proto: protoUDP, hops: 64, sport: 40000, dport: 53}
 	with := func(f frame, change func(*frame)) frame { change(&f); return f }
@@ -160,6 +268,13 @@ func TestProgramDecides(t *testing.T) {
 		{"udp between two pods", with(ab, func(f *frame) { f.proto = protoUDP }), true},
 		{"ipv6 udp between two pods", ab6, true},
 		{"ipv6 tcp between two pods", with(ab6, func(f *frame) { f.proto = protoTCP }), true},
+		{"a reply", with(ab, func(f *frame) {
+			f.src, f.dst, f.sport, f.dport, f.srcMAC, f.dstMAC = podB, podA, 8080, 40000, macB, hostB
+		}), false}, // pod B's packets come in on its own veth, not lo
+		{"a connection conntrack has not seen", with(ab, func(f *frame) { f.sport = 40001 }), false},
+		{"syn", with(ab, func(f *frame) { f.tcpFlags = 0x02 }), false},
+		{"fin", with(ab, func(f *frame) { f.tcpFlags = 0x11 }), false},
+		{"rst", with(ab, func(f *frame) { f.tcpFlags = 0x04 }), false},
 		{"icmp goes to the stack", with(ab, func(f *frame) { f.proto = 1 }), false},
 		{"icmpv6 goes to the stack", with(ab6, func(f *frame) { f.proto = 58 }), false},
 		{"sctp goes to the stack", with(ab, func(f *frame) { f.proto = 132 }), false},
@@ -177,7 +292,7 @@ func TestProgramDecides(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := tc.frame.bytes()
-			ret, out := run(t, k, in)
+			ret, out := fx.run(t, FromPod, in)
 			if !tc.redirect {
 				if ret != tcActOK {
 					t.Fatalf("returned %d, want %d (the stack)", ret, tcActOK)
@@ -204,98 +319,79 @@ func TestProgramDecides(t *testing.T) {
 		{"arp", append(append(append([]byte{}, hostA[:]...), macA[:]...), append([]byte{0x08, 0x06}, make([]byte, 28)...)...)},
 		// (BPF_PROG_TEST_RUN itself refuses frames with a truncated IP header.)
 		{"ipv4 without ports", ab.bytes()[:14+20+2]},
+		{"tcp without flags", ab.bytes()[:14+20+12]},
 		{"ipv6 without ports", ab6.bytes()[:14+40+2]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if ret, _ := run(t, k, tc.in); ret != tcActOK {
+			if ret, _ := fx.run(t, FromPod, tc.in); ret != tcActOK {
 				t.Fatalf("returned %d, want %d (the stack)", ret, tcActOK)
 			}
 		})
 	}
-	counters, err := k.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if counters["redirected"] != 5 || counters["nat"] != 0 || counters["stack"] != 16 {
-		t.Errorf("counters %v, want 5 redirected, 16 to the stack", counters)
+	if c := fx.counters(t); c["redirected"] != 5 || c["nat"] != 0 || c["stack"] != 22 {
+		t.Errorf("counters %v, want 5 redirected, 22 to the stack", c)
 	}
 }
 
-// TestProgramLeavesNATConnectionsToTheStack creates, in a throwaway
-// namespace, a connection whose destination nftables rewrites (as the Service
-// proxy does) and one it does not; packets of the first, in either direction,
-// go to the stack, those of the second are redirected.
+// TestProgramLeavesNATConnectionsToTheStack: packets of a connection whose
+// destination nftables rewrites (as the Service proxy does), in either
+// direction, go to the stack; those of a plain one are redirected.
 func TestProgramLeavesNATConnectionsToTheStack(t *testing.T) {
-	skipUnlessRoot(t)
-	name := testNetns(t, "nat", []string{"ip", "link", "set", "lo", "up"}, []string{"ip", "route", "add", "local", "10.96.0.0/24", "dev", "lo"})
-	nft := `table ip fastpathtest {
+	lo := netip.MustParseAddr("127.0.0.1")
+	svc := netip.MustParseAddr("10.96.0.5")
+	ep := Endpoint{IfIndex: 1, PodMAC: macA, HostMAC: hostA}
+	fx := newFixture(t, "nat", map[netip.Addr]Endpoint{lo: ep, svc: ep},
+		[]string{"ip", "link", "set", "lo", "up"}, []string{"ip", "route", "add", "local", "10.96.0.0/24", "dev", "lo"})
+	cmd := exec.Command("ip", "netns", "exec", fx.ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(`table ip fastpathtest {
 	chain out { type nat hook output priority -100; udp dport 9999 dnat to 127.0.0.1:9998; }
-}`
-	cmd := exec.Command("ip", "netns", "exec", name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(nft)
+}`)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
-	// No t.Fatal in there: it runs on a goroutine of its own.
-	err := netns.Do(netns.Path(name), func() error {
-		k, err := LoadKernel()
+	// The Service connection: to 10.96.0.5:9999, rewritten to 127.0.0.1:9998.
+	err := netns.Do(netns.Path(fx.ns), func() error {
+		srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9998})
 		if err != nil {
 			return err
 		}
-		defer k.Close()
-		lo := netip.MustParseAddr("127.0.0.1")
-		svc := netip.MustParseAddr("10.96.0.5")
-		for _, a := range []netip.Addr{lo, svc} {
-			if err := k.Put(a, Endpoint{IfIndex: 1, PodMAC: macA, HostMAC: hostA}); err != nil {
-				return err
+		t.Cleanup(func() { srv.Close() })
+		go func() {
+			buf := make([]byte, 4)
+			if n, from, err := srv.ReadFromUDPAddrPort(buf); err == nil {
+				_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
 			}
-		}
-		// Two connections from one socket: to the Service port (rewritten)
-		// and to a plain port.
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		}()
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 41000}, &net.UDPAddr{IP: svc.AsSlice(), Port: 9999})
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		for _, to := range []*net.UDPAddr{{IP: svc.AsSlice(), Port: 9999}, {IP: net.IPv4(127, 0, 0, 1), Port: 9997}} {
-			if _, err := c.WriteToUDP([]byte("x"), to); err != nil {
-				return err
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
-		f := frame{srcMAC: macA, dstMAC: hostA, proto: protoUDP, hops: 64}
-		for _, tc := range []struct {
-			name         string
-			src, dst     netip.Addr
-			sport, dport uint16
-			want         uint32
-		}{
-			{"the rewritten connection's reply", lo, lo, 9998, port, tcActOK},
-			{"the rewritten connection's request", lo, svc, port, 9999, tcActOK},
-			{"the plain connection's reply", lo, lo, 9997, port, tcActRedirect},
-			{"a packet of no connection", lo, lo, 9996, port, tcActRedirect},
-		} {
-			f.src, f.dst, f.sport, f.dport = tc.src, tc.dst, tc.sport, tc.dport
-			ret, _, err := runRole(k, FromPod, f.bytes())
-			if err != nil {
-				return err
-			}
-			if ret != tc.want {
-				t.Errorf("%s: returned %d, want %d", tc.name, ret, tc.want)
-			}
-		}
-		counters, err := k.Counters()
-		if err != nil {
-			return err
-		}
-		if counters["nat"] != 2 {
-			t.Errorf("counters %v, want 2 nat", counters)
-		}
-		return nil
+		t.Cleanup(func() { c.Close() })
+		return echo(c)
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	fx.connect(t, "udp", netip.AddrPortFrom(lo, 41001), netip.AddrPortFrom(lo, 9997))
+	f := frame{srcMAC: macA, dstMAC: hostA, proto: protoUDP, hops: 64}
+	for _, tc := range []struct {
+		name         string
+		src, dst     netip.Addr
+		sport, dport uint16
+		want         uint32
+	}{
+		{"the rewritten connection's reply", lo, lo, 9998, 41000, tcActOK},
+		{"the rewritten connection's request", lo, svc, 41000, 9999, tcActOK},
+		{"the plain connection's request", lo, lo, 41001, 9997, tcActRedirect},
+		{"the plain connection's reply", lo, lo, 9997, 41001, tcActRedirect},
+	} {
+		f.src, f.dst, f.sport, f.dport = tc.src, tc.dst, tc.sport, tc.dport
+		if ret, _ := fx.run(t, FromPod, f.bytes()); ret != tc.want {
+			t.Errorf("%s: returned %d, want %d", tc.name, ret, tc.want)
+		}
+	}
+	if c := fx.counters(t); c["nat"] != 2 {
+		t.Errorf("counters %v, want 2 nat", c)
 	}
 }
 
@@ -321,17 +417,12 @@ func testNetns(t *testing.T, name string, cmds ...[]string) string {
 // packets for a pod of this node go into it, whatever their source; the rest
 // goes to the stack.
 func TestProgramFromOtherNodes(t *testing.T) {
-	k := loadForTest(t)
-	if err := k.Put(podB, epB); err != nil {
-		t.Fatal(err)
-	}
+	fx := newFixture(t, "nodes", map[netip.Addr]Endpoint{podB: epB}, podsNetns...)
 	remotePod := netip.MustParseAddr("10.45.0.7")
+	fx.connect(t, "tcp", netip.AddrPortFrom(remotePod, 40000), netip.AddrPortFrom(podB, 8080))
 	vtep := MAC{0x0e, 0, 0, 0, 0, 1}
 	in := frame{srcMAC: vtep, dstMAC: hostA, src: remotePod, dst: podB, proto: protoTCP, hops: 63, sport: 40000, dport: 8080}
-	ret, out, err := runRole(k, FromNodes, in.bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ret, out := fx.run(t, FromNodes, in.bytes())
 	want := in
 	want.dstMAC, want.srcMAC, want.hops = macB, hostB, 62
 	if ret != tcActRedirect || !bytes.Equal(out, want.bytes()) {
@@ -340,24 +431,24 @@ func TestProgramFromOtherNodes(t *testing.T) {
 	for _, dst := range []netip.Addr{netip.MustParseAddr("10.45.0.8"), podA} {
 		f := in
 		f.dst = dst
-		if ret, _, err := runRole(k, FromNodes, f.bytes()); err != nil || ret != tcActOK {
-			t.Errorf("to %s (no endpoint): returned %d, %v; want the stack", dst, ret, err)
+		if ret, _ := fx.run(t, FromNodes, f.bytes()); ret != tcActOK {
+			t.Errorf("to %s (no endpoint): returned %d; want the stack", dst, ret)
 		}
 	}
 }
 
 // TestProgramForwardsToOtherNodes: from a pod, a packet for another node's
 // pod range leaves through the device and with the MACs the FIB gives (a
-// throwaway namespace with a route and a permanent neighbour); this node's own
-// range, addresses outside the cluster and destinations without a complete
-// FIB answer go to the stack.
+// namespace routing to a second one that plays the other node); this node's
+// own range, addresses outside the cluster and destinations without a
+// complete FIB answer go to the stack.
 func TestProgramForwardsToOtherNodes(t *testing.T) {
-	skipUnlessRoot(t)
-	name := testNetns(t, "fib",
+	other := testNetns(t, "fib-other", []string{"ip", "link", "set", "lo", "up"})
+	fx := newFixture(t, "fib", map[netip.Addr]Endpoint{podA: epA},
 		[]string{"ip", "link", "set", "lo", "up"},
-		[]string{"ip", "link", "add", "fp0", "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "fp1"},
+		[]string{"ip", "addr", "add", "10.44.0.2/32", "dev", "lo"},
+		[]string{"ip", "link", "add", "fp0", "address", "02:00:00:00:00:01", "type", "veth", "peer", "name", "fp1", "address", "02:00:00:00:00:02", "netns", other},
 		[]string{"ip", "link", "set", "fp0", "up"},
-		[]string{"ip", "link", "set", "fp1", "up"},
 		[]string{"ip", "addr", "add", "192.168.77.1/24", "dev", "fp0"},
 		[]string{"ip", "neigh", "replace", "192.168.77.2", "lladdr", "02:00:00:00:00:02", "dev", "fp0", "nud", "permanent"},
 		[]string{"ip", "route", "add", "10.45.0.0/24", "via", "192.168.77.2"},
@@ -365,59 +456,78 @@ func TestProgramForwardsToOtherNodes(t *testing.T) {
 		[]string{"sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"},
 		[]string{"sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"},
 	)
-	err := netns.Do(netns.Path(name), func() error {
-		k, err := LoadKernel()
+	for _, args := range [][]string{
+		{"ip", "link", "set", "fp1", "up"},
+		{"ip", "addr", "add", "192.168.77.2/24", "dev", "fp1"},
+		{"ip", "addr", "add", "10.45.0.7/32", "dev", "lo"},
+		{"ip", "route", "add", "10.44.0.0/24", "via", "192.168.77.1"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", other}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	for p, remote := range map[string]bool{"10.40.0.0/13": true, "10.44.0.0/24": false} {
+		if err := fx.k.PutRange(netip.MustParsePrefix(p), remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A UDP exchange with the other node's pod: its server listens there.
+	remotePod := netip.AddrPortFrom(netip.MustParseAddr("10.45.0.7"), 53)
+	err := netns.Do(netns.Path(other), func() error {
+		srv, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(remotePod))
 		if err != nil {
 			return err
 		}
-		defer k.Close()
-		if err := k.Put(podA, epA); err != nil {
-			return err
-		}
-		for p, remote := range map[string]bool{"10.40.0.0/13": true, "10.44.0.0/24": false} {
-			if err := k.PutRange(netip.MustParsePrefix(p), remote); err != nil {
-				return err
+		t.Cleanup(func() { srv.Close() })
+		go func() {
+			buf := make([]byte, 4)
+			if n, from, err := srv.ReadFromUDPAddrPort(buf); err == nil {
+				_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
 			}
-		}
-		f := frame{srcMAC: macA, dstMAC: hostA, src: podA, proto: protoUDP, hops: 64, sport: 40000, dport: 53}
-		for _, tc := range []struct {
-			dst  string
-			want uint32
-		}{
-			{"10.45.0.7", tcActRedirect},
-			{"10.44.0.77", tcActOK}, // this node's range, no such pod
-			{"10.46.0.7", tcActOK},  // no neighbour yet: the stack resolves it
-			{"10.47.0.7", tcActOK},  // no route
-			{"192.168.77.2", tcActOK},
-			{"8.8.8.8", tcActOK},
-		} {
-			f.dst = netip.MustParseAddr(tc.dst)
-			ret, out, err := runRole(k, FromPod, f.bytes())
-			if err != nil {
-				return err
-			}
-			if ret != tc.want {
-				t.Errorf("to %s: returned %d, want %d", tc.dst, ret, tc.want)
-				continue
-			}
-			want := f
-			if ret == tcActRedirect {
-				want.dstMAC, want.srcMAC, want.hops = MAC{2, 0, 0, 0, 0, 2}, MAC{2, 0, 0, 0, 0, 1}, 63
-			}
-			if !bytes.Equal(out, want.bytes()) {
-				t.Errorf("to %s:\n got %x\nwant %x", tc.dst, out, want.bytes())
-			}
-		}
-		counters, err := k.Counters()
-		if err != nil {
-			return err
-		}
-		if counters["forwarded"] != 1 {
-			t.Errorf("counters %v, want 1 forwarded", counters)
-		}
+		}()
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	err = netns.Do(netns.Path(fx.ns), func() error {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: podA.AsSlice(), Port: 40000}, net.UDPAddrFromAddrPort(remotePod))
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { c.Close() })
+		return echo(c)
+	})
+	if err != nil {
+		t.Fatalf("exchange with the other node's pod: %v", err)
+	}
+	f := frame{srcMAC: macA, dstMAC: hostA, src: podA, proto: protoUDP, hops: 64, sport: 40000, dport: 53}
+	for _, tc := range []struct {
+		dst  string
+		want uint32
+	}{
+		{"10.45.0.7", tcActRedirect},
+		{"10.44.0.77", tcActOK}, // this node's range, no such pod
+		{"10.46.0.7", tcActOK},  // no neighbour yet: the stack resolves it
+		{"10.47.0.7", tcActOK},  // no route
+		{"192.168.77.2", tcActOK},
+		{"8.8.8.8", tcActOK},
+	} {
+		f.dst = netip.MustParseAddr(tc.dst)
+		ret, out := fx.run(t, FromPod, f.bytes())
+		if ret != tc.want {
+			t.Errorf("to %s: returned %d, want %d", tc.dst, ret, tc.want)
+			continue
+		}
+		want := f
+		if ret == tcActRedirect {
+			want.dstMAC, want.srcMAC, want.hops = MAC{2, 0, 0, 0, 0, 2}, MAC{2, 0, 0, 0, 0, 1}, 63
+		}
+		if !bytes.Equal(out, want.bytes()) {
+			t.Errorf("to %s:\n got %x\nwant %x", tc.dst, out, want.bytes())
+		}
+	}
+	if c := fx.counters(t); c["forwarded"] != 1 {
+		t.Errorf("counters %v, want 1 forwarded", c)
 	}
 }

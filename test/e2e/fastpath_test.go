@@ -12,12 +12,12 @@ import (
 	"time"
 )
 
-// fastPathMetrics reads node 1's fast path counters and endpoint gauge.
-func fastPathMetrics(t *testing.T) map[string]int {
+// fastPathMetrics reads a node's fast path counters and endpoint gauge.
+func fastPathMetrics(t *testing.T, node int) map[string]int {
 	t.Helper()
-	out, err := amime(t, "lab", "exec", "--node", nodeName(1), "--", "curl", "-s", "--max-time", "5", "http://127.0.0.1:9962/metrics")
+	out, err := amime(t, "lab", "exec", "--node", nodeName(node), "--", "curl", "-s", "--max-time", "5", "http://127.0.0.1:9962/metrics")
 	if err != nil {
-		t.Fatalf("metrics of %s: %v", nodeName(1), err)
+		t.Fatalf("metrics of %s: %v", nodeName(node), err)
 	}
 	got := map[string]int{}
 	for _, m := range fastPathLine.FindAllStringSubmatch(out, -1) {
@@ -29,7 +29,7 @@ func fastPathMetrics(t *testing.T) map[string]int {
 		got[key] = int(v)
 	}
 	if _, ok := got["redirected"]; !ok {
-		t.Fatalf("%s exposes no fast path counters:\n%s", nodeName(1), out)
+		t.Fatalf("%s exposes no fast path counters:\n%s", nodeName(node), out)
 	}
 	return got
 }
@@ -55,9 +55,23 @@ func dial(t *testing.T, ns, client, protocol, host string, port int) string {
 	return addr
 }
 
-// TestFastPath: between two pods of one node that no policy selects, TCP and
-// UDP take the fast path (the agent's count of redirected packets grows) and
-// the server sees the client's own address; the replies of a Service
+// requests makes n HTTP requests to url from a pod over one connection and
+// returns how many were answered.
+func requests(t *testing.T, ns, pod, url string, n int) int {
+	t.Helper()
+	args := []string{"lab", "exec", "-n", ns, pod, "--", "curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", `%{http_code}\n`}
+	for range n {
+		args = append(args, url)
+	}
+	out, _ := amime(t, args...)
+	return strings.Count(out, "200")
+}
+
+// TestFastPath: between two pods of one node that no policy selects, a
+// connection's packets after its opening take the fast path (the agent's
+// count of redirected packets grows) and the server sees the client's own
+// address, for TCP and UDP; between pods of two nodes the sending node
+// forwards them and the receiving one delivers them; the replies of a Service
 // connection are left to the stack for their reverse NAT (the nat count
 // grows) and reach the client; a policy selecting the server takes it off the
 // fast path before its rules apply, so the client is denied, and deleting the
@@ -65,7 +79,11 @@ func dial(t *testing.T, ns, client, protocol, host string, port int) string {
 func TestFastPath(t *testing.T) {
 	ns := namespace(t, "fastpath")
 	var b strings.Builder
-	for _, name := range []string{"server", "client"} {
+	for _, name := range []string{"server", "client", "far"} {
+		node := nodeName(1)
+		if name == "far" {
+			node = nodeName(2)
+		}
 		fmt.Fprintf(&b, `---
 apiVersion: v1
 kind: Pod
@@ -78,7 +96,7 @@ spec:
     image: registry.k8s.io/e2e-test-images/agnhost:2.53
     args: [netexec, --http-port=8080, --udp-port=8081]
     readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-`, name, ns, name, nodeName(1))
+`, name, ns, name, node)
 	}
 	fmt.Fprintf(&b, `---
 apiVersion: v1
@@ -94,7 +112,8 @@ spec:
 	client := readyPodsByName(t, ns, "client")
 	clientIP := client.Status.PodIP
 
-	before := fastPathMetrics(t)
+	readyPodsByName(t, ns, "far")
+	serverURL := "http://" + server.Status.PodIP + ":8080/clientip"
 	for _, proto := range []struct {
 		name string
 		port int
@@ -103,24 +122,57 @@ spec:
 			t.Errorf("%s client → server: seen as %q, want %s", proto.name, seen, clientIP)
 		}
 	}
-	after := fastPathMetrics(t)
-	// A TCP exchange is at least SYN, ACK, request, FIN from the client and
-	// SYN-ACK, answer, FIN from the server; UDP one datagram each way.
-	if got := after["redirected"] - before["redirected"]; got < 9 {
-		t.Errorf("%d packets redirected for a TCP and a UDP exchange between two pods, want at least 9 (counters %v → %v)", got, before, after)
+	// Five requests on one connection: after the handshake, each request and
+	// answer is the fast path's.
+	before := fastPathMetrics(t, 1)
+	if n := requests(t, ns, "client", serverURL, 5); n != 5 {
+		t.Fatalf("%d of 5 requests answered", n)
+	}
+	after := fastPathMetrics(t, 1)
+	if got := after["redirected"] - before["redirected"]; got < 10 {
+		t.Errorf("%d packets redirected for five requests on one connection between two pods of a node, want at least 10 (counters %v → %v)", got, before, after)
+	}
+	// UDP: the second exchange on one socket.
+	before = after
+	out, err := amime(t, "lab", "exec", "-n", ns, "client", "--", "sh", "-c",
+		"(echo hostname; sleep 0.5; echo hostname; sleep 0.5) | nc -u -w1 "+server.Status.PodIP+" 8081")
+	if err != nil || strings.Count(out, "server") != 2 {
+		t.Fatalf("two UDP exchanges: %q %v", out, err)
+	}
+	after = fastPathMetrics(t, 1)
+	if got := after["redirected"] - before["redirected"]; got < 2 {
+		t.Errorf("%d packets redirected for two UDP exchanges on one socket, want at least the second's 2 (counters %v → %v)", got, before, after)
+	}
+	// Across nodes: node 2 forwards, node 1 delivers.
+	before, before2 := after, fastPathMetrics(t, 2)
+	if n := requests(t, ns, "far", serverURL, 5); n != 5 {
+		t.Fatalf("%d of 5 requests from node 2 answered", n)
+	}
+	after, after2 := fastPathMetrics(t, 1), fastPathMetrics(t, 2)
+	if got := after2["forwarded"] - before2["forwarded"]; got < 5 {
+		t.Errorf("node 2 forwarded %d packets of five requests to node 1, want at least 5 (counters %v → %v)", got, before2, after2)
+	}
+	if got := after["redirected"] - before["redirected"]; got < 5 {
+		t.Errorf("node 1 delivered %d packets of five requests from node 2, want at least 5 (counters %v → %v)", got, before, after)
+	}
+	if got := after["forwarded"] - before["forwarded"]; got < 5 {
+		t.Errorf("node 1 forwarded %d packets of five answers to node 2, want at least 5 (counters %v → %v)", got, before, after)
 	}
 
 	svcIP := strings.TrimSpace(mustKubectl(t, "get", "service", "-n", ns, "server", "-o", "jsonpath={.spec.clusterIP}"))
-	before = after
 	eventually(t, 10*time.Second, "client → Service", func() error {
 		if seen := dial(t, ns, "client", "http", svcIP, 80); seen != clientIP {
 			return fmt.Errorf("seen as %q", seen)
 		}
 		return nil
 	})
-	after = fastPathMetrics(t)
-	if got := after["nat"] - before["nat"]; got < 3 {
-		t.Errorf("%d packets of a Service connection left to the stack, want at least the server's 3 (counters %v → %v)", got, before, after)
+	before = fastPathMetrics(t, 1)
+	if n := requests(t, ns, "client", "http://"+svcIP+"/clientip", 5); n != 5 {
+		t.Fatalf("%d of 5 requests to the Service answered", n)
+	}
+	after = fastPathMetrics(t, 1)
+	if got := after["nat"] - before["nat"]; got < 5 {
+		t.Errorf("%d packets of a Service connection left to the stack, want at least the server's 5 answers (counters %v → %v)", got, before, after)
 	}
 
 	// A policy selects the server: it leaves the fast path, and the client is
@@ -135,7 +187,7 @@ spec:
   policyTypes: [Ingress]
 `, ns))
 	eventually(t, 10*time.Second, "the server off the fast path", func() error {
-		if m := fastPathMetrics(t); m["endpoints"] >= endpoints {
+		if m := fastPathMetrics(t, 1); m["endpoints"] >= endpoints {
 			return fmt.Errorf("%d endpoints, had %d", m["endpoints"], endpoints)
 		}
 		return nil
@@ -150,11 +202,11 @@ spec:
 	}
 	mustKubectl(t, "delete", "networkpolicy", "-n", ns, "deny-server")
 	eventually(t, 10*time.Second, "the server back on the fast path", func() error {
-		before := fastPathMetrics(t)
-		if seen := dial(t, ns, "client", "http", server.Status.PodIP, 8080); seen != clientIP {
-			return fmt.Errorf("seen as %q", seen)
+		before := fastPathMetrics(t, 1)
+		if n := requests(t, ns, "client", serverURL, 5); n != 5 {
+			return fmt.Errorf("%d of 5 requests answered", n)
 		}
-		if m := fastPathMetrics(t); m["redirected"]-before["redirected"] < 5 {
+		if m := fastPathMetrics(t, 1); m["redirected"]-before["redirected"] < 10 {
 			return fmt.Errorf("the connection took the stack (counters %v → %v)", before, m)
 		}
 		return nil
