@@ -16,6 +16,7 @@ var columns = []struct{ head, component, kind string }{
 	{"SERVICES", "proxy", "services"},
 	{"ENDPOINTS", "proxy", "endpoints"},
 	{"POLICIES", "policy", "policies"},
+	{"FAST PATH", "fastpath", "endpoints"},
 }
 
 // Print writes the report for people: a table per node, then DNS.

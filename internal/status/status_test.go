@@ -64,6 +64,7 @@ func agentDoc(node string, ready bool, proxyErr string) []byte {
 	a := Agent{Node: node, RoutingMode: "overlay", Ready: ready, Components: []Component{
 		{Name: "routing", Programmed: map[string]int{"routes": 3, "remoteNodes": 2}, LastSync: t0.Add(-5 * time.Second)},
 		{Name: "proxy", Programmed: map[string]int{"services": 4, "endpoints": 7}, LastSync: t0.Add(-2 * time.Second), LastError: proxyErr},
+		{Name: "fastpath", Programmed: map[string]int{"endpoints": 6, "interfaces": 4}, LastSync: t0.Add(-time.Second)},
 	}}
 	if !ready {
 		a.NotReady = "service proxy has not synced yet"
