@@ -4,7 +4,7 @@
 // (bpf_redirect_peer), skipping that namespace's whole IP stack: no routing,
 // no connection tracking, no nftables. bench/fastpath.sh uses it to measure
 // what a node's pod-to-pod path would move if it skipped the node's stack —
-// the ceiling of the fast path sketched in docs/networking.md — against the
+// the ceiling of the fast path (internal/fastpath, docs/networking.md) — against the
 // same path through the stack and a bare veth. It is a measuring device, not
 // a dataplane: it knows nothing of policy or NAT.
 package main

@@ -183,18 +183,7 @@ func (c *Controller) sync() error {
 			want[a] = ep
 		}
 	}
-	// Removals first: an address that moved to another veth must not be
-	// delivered to the old one meanwhile.
-	for a := range programmed {
-		if _, ok := want[a]; !ok {
-			errs = append(errs, c.dp.Delete(a))
-		}
-	}
-	for a, ep := range want {
-		if cur, ok := programmed[a]; !ok || cur != ep {
-			errs = append(errs, c.dp.Put(a, ep))
-		}
-	}
+	errs = append(errs, applyDiff(programmed, want, c.dp.Put, c.dp.Delete)...)
 	c.status.Endpoints, c.status.Interfaces = len(want), len(c.dp.Attached())
 	return errors.Join(errs...)
 }
@@ -204,18 +193,25 @@ func (c *Controller) syncRanges(want map[netip.Prefix]bool) error {
 	if err != nil {
 		return err
 	}
+	return errors.Join(applyDiff(programmed, want, c.dp.PutRange, c.dp.DeleteRange)...)
+}
+
+// applyDiff makes a map's programmed contents the wanted ones. Removals come
+// first: an address that moved to another veth must not be delivered to the
+// old one meanwhile.
+func applyDiff[K, V comparable](programmed, want map[K]V, put func(K, V) error, del func(K) error) []error {
 	var errs []error
-	for p := range programmed {
-		if _, ok := want[p]; !ok {
-			errs = append(errs, c.dp.DeleteRange(p))
+	for k := range programmed {
+		if _, ok := want[k]; !ok {
+			errs = append(errs, del(k))
 		}
 	}
-	for p, remote := range want {
-		if cur, ok := programmed[p]; !ok || cur != remote {
-			errs = append(errs, c.dp.PutRange(p, remote))
+	for k, v := range want {
+		if cur, ok := programmed[k]; !ok || cur != v {
+			errs = append(errs, put(k, v))
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Status returns the state of the last sync.

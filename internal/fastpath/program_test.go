@@ -127,17 +127,9 @@ func (fx *fixture) connect(t *testing.T, network string, src, dst netip.AddrPort
 			t.Cleanup(func() { c.Close() })
 			return echo(c)
 		default:
-			srv, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(dst))
-			if err != nil {
+			if err := serveUDPEcho(t, dst); err != nil {
 				return err
 			}
-			t.Cleanup(func() { srv.Close() })
-			go func() {
-				buf := make([]byte, 4)
-				if n, from, err := srv.ReadFromUDPAddrPort(buf); err == nil {
-					_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
-				}
-			}()
 			c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))
 			if err != nil {
 				return err
@@ -149,6 +141,23 @@ func (fx *fixture) connect(t *testing.T, network string, src, dst netip.AddrPort
 	if err != nil {
 		t.Fatalf("%s %s → %s: %v", network, src, dst, err)
 	}
+}
+
+// serveUDPEcho answers one datagram at addr, from a socket made in the
+// current namespace.
+func serveUDPEcho(t *testing.T, addr netip.AddrPort) error {
+	srv, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return err
+	}
+	t.Cleanup(func() { srv.Close() })
+	go func() {
+		buf := make([]byte, 4)
+		if n, from, err := srv.ReadFromUDPAddrPort(buf); err == nil {
+			_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return nil
 }
 
 // echo sends four bytes and waits for them back.
@@ -351,17 +360,9 @@ func TestProgramLeavesNATConnectionsToTheStack(t *testing.T) {
 	}
 	// The Service connection: to 10.96.0.5:9999, rewritten to 127.0.0.1:9998.
 	err := netns.Do(netns.Path(fx.ns), func() error {
-		srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9998})
-		if err != nil {
+		if err := serveUDPEcho(t, netip.AddrPortFrom(lo, 9998)); err != nil {
 			return err
 		}
-		t.Cleanup(func() { srv.Close() })
-		go func() {
-			buf := make([]byte, 4)
-			if n, from, err := srv.ReadFromUDPAddrPort(buf); err == nil {
-				_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
-			}
-		}()
 		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 41000}, &net.UDPAddr{IP: svc.AsSlice(), Port: 9999})
 		if err != nil {
 			return err
@@ -473,20 +474,7 @@ func TestProgramForwardsToOtherNodes(t *testing.T) {
 	}
 	// A UDP exchange with the other node's pod: its server listens there.
 	remotePod := netip.AddrPortFrom(netip.MustParseAddr("10.45.0.7"), 53)
-	err := netns.Do(netns.Path(other), func() error {
-		srv, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(remotePod))
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { srv.Close() })
-		go func() {
-			buf := make([]byte, 4)
-			if n, from, err := srv.ReadFromUDPAddrPort(buf); err == nil {
-				_, _ = srv.WriteToUDPAddrPort(buf[:n], from)
-			}
-		}()
-		return nil
-	})
+	err := netns.Do(netns.Path(other), func() error { return serveUDPEcho(t, remotePod) })
 	if err != nil {
 		t.Fatal(err)
 	}
