@@ -17,29 +17,29 @@ import (
 const ConflistName = "10-amime.conflist"
 
 // conflist renders the node's CNI configuration.
-func conflist(podCIDRs []netip.Prefix, mtu int, ipamDir, attachSocket string) ([]byte, error) {
+func conflist(podCIDRs []netip.Prefix, mtu, routeMTU int, ipamDir, attachSocket string) ([]byte, error) {
 	cidrs := make([]string, len(podCIDRs))
 	for i, p := range podCIDRs {
 		cidrs[i] = p.String()
 	}
-	conf := map[string]any{
-		"cniVersion": "1.1.0",
-		"name":       "amime",
-		"plugins": []any{map[string]any{
-			"type":     "amime",
-			"podCIDRs": cidrs,
-			"mtu":      mtu,
-			"dataDir":  ipamDir,
-			// Where ADD reports a new pod and waits until the agent knows it.
-			"agentSocket": attachSocket,
-		}},
+	plugin := map[string]any{
+		"type":     "amime",
+		"podCIDRs": cidrs,
+		"mtu":      mtu,
+		"dataDir":  ipamDir,
+		// Where ADD reports a new pod and waits until the agent knows it.
+		"agentSocket": attachSocket,
 	}
+	if routeMTU != 0 {
+		plugin["routeMTU"] = routeMTU
+	}
+	conf := map[string]any{"cniVersion": "1.1.0", "name": "amime", "plugins": []any{plugin}}
 	return json.MarshalIndent(conf, "", "  ")
 }
 
 // writeConflist writes the configuration when it changed and returns it.
-func writeConflist(dir string, podCIDRs []netip.Prefix, mtu int, ipamDir, attachSocket string) (string, error) {
-	b, err := conflist(podCIDRs, mtu, ipamDir, attachSocket)
+func writeConflist(dir string, podCIDRs []netip.Prefix, mtu, routeMTU int, ipamDir, attachSocket string) (string, error) {
+	b, err := conflist(podCIDRs, mtu, routeMTU, ipamDir, attachSocket)
 	if err != nil {
 		return "", err
 	}

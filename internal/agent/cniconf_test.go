@@ -28,17 +28,18 @@ func TestConflist(t *testing.T) {
 		name     string
 		podCIDRs []netip.Prefix
 		mtu      int
+		routeMTU int
 		ipamDir  string
 	}{
-		{"ipv4", prefixes("10.244.1.0/24"), 1450, "/var/lib/amime/ipam"},
-		{"dual-stack", prefixes("10.244.1.0/24", "fd00:10:244:1::/64"), 1450, "/var/lib/amime/ipam"},
-		{"ipv6", prefixes("fd00:10:244:1::/64"), 1430, "/var/lib/amime/ipam"},
-		{"native-jumbo", prefixes("10.244.1.0/24"), 9000, "/run/amime/ipam"},
-		{"no-ranges", nil, 1450, "/var/lib/amime/ipam"},
+		{"ipv4", prefixes("10.244.1.0/24"), 1500, 1450, "/var/lib/amime/ipam"},
+		{"dual-stack", prefixes("10.244.1.0/24", "fd00:10:244:1::/64"), 1500, 1450, "/var/lib/amime/ipam"},
+		{"ipv6", prefixes("fd00:10:244:1::/64"), 1500, 1430, "/var/lib/amime/ipam"},
+		{"native-jumbo", prefixes("10.244.1.0/24"), 9000, 0, "/run/amime/ipam"},
+		{"no-ranges", nil, 1500, 1450, "/var/lib/amime/ipam"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := conflist(tt.podCIDRs, tt.mtu, tt.ipamDir, "/var/lib/amime/agent.sock")
+			b, err := conflist(tt.podCIDRs, tt.mtu, tt.routeMTU, tt.ipamDir, "/var/lib/amime/agent.sock")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -55,6 +56,7 @@ func TestConflist(t *testing.T) {
 			var plugin struct {
 				PodCIDRs []string `json:"podCIDRs"`
 				MTU      int      `json:"mtu"`
+				RouteMTU int      `json:"routeMTU"`
 				DataDir  string   `json:"dataDir"`
 				Socket   string   `json:"agentSocket"`
 			}
@@ -69,7 +71,7 @@ func TestConflist(t *testing.T) {
 				t.Errorf("podCIDRs is null, want a list")
 			}
 			if !cmp.Equal(got, tt.podCIDRs, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })) ||
-				plugin.MTU != tt.mtu || plugin.DataDir != tt.ipamDir || plugin.Socket != "/var/lib/amime/agent.sock" {
+				plugin.MTU != tt.mtu || plugin.RouteMTU != tt.routeMTU || plugin.DataDir != tt.ipamDir || plugin.Socket != "/var/lib/amime/agent.sock" {
 				t.Errorf("plugin configuration %+v, want %v %d %s", plugin, tt.podCIDRs, tt.mtu, tt.ipamDir)
 			}
 		})
@@ -81,11 +83,11 @@ func TestWriteConflist(t *testing.T) {
 	path := filepath.Join(dir, ConflistName)
 	cidrs := prefixes("10.244.1.0/24", "fd00:10:244:1::/64")
 
-	got, err := writeConflist(dir, cidrs, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
+	got, err := writeConflist(dir, cidrs, 1500, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := conflist(cidrs, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
+	want, _ := conflist(cidrs, 1500, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 	if got != string(want) {
 		t.Errorf("returned configuration differs from conflist()")
 	}
@@ -115,7 +117,7 @@ func TestWriteConflist(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		again, err := writeConflist(dir, cidrs, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
+		again, err := writeConflist(dir, cidrs, 1500, 1450, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,11 +130,11 @@ func TestWriteConflist(t *testing.T) {
 	}
 
 	// Changed (the MTU): rewritten.
-	changed, err := writeConflist(dir, cidrs, 1400, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
+	changed, err := writeConflist(dir, cidrs, 1500, 1400, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if changed == got || !strings.Contains(changed, `"mtu": 1400`) {
+	if changed == got || !strings.Contains(changed, `"routeMTU": 1400`) {
 		t.Errorf("changed configuration:\n%s", changed)
 	}
 	if fi := checkFile(changed); fi.ModTime().Equal(old) {
@@ -143,7 +145,7 @@ func TestWriteConflist(t *testing.T) {
 	if err := os.WriteFile(path, []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeConflist(dir, cidrs, 1400, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock"); err != nil {
+	if _, err := writeConflist(dir, cidrs, 1500, 1400, "/var/lib/amime/ipam", "/var/lib/amime/agent.sock"); err != nil {
 		t.Fatal(err)
 	}
 	checkFile(changed)
@@ -168,7 +170,7 @@ func TestWriteConflistError(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeConflist(dir, prefixes("10.244.1.0/24"), 1450, "/x", "/x.sock"); err == nil {
+	if _, err := writeConflist(dir, prefixes("10.244.1.0/24"), 1500, 1450, "/x", "/x.sock"); err == nil {
 		t.Errorf("writeConflist into a file succeeded")
 	}
 }

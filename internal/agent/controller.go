@@ -174,12 +174,12 @@ func (c *routingController) syncOnce(ctx context.Context) error {
 	if err := masq.Sync(ctx, nft, mc); err != nil {
 		return err
 	}
-	conf, err := writeConflist(c.cfg.CNIConfDir, self.PodCIDRs, desired.PodMTU, c.cfg.IPAMDir, c.cfg.AttachSocket)
+	conf, err := writeConflist(c.cfg.CNIConfDir, self.PodCIDRs, desired.PodMTU, desired.RouteMTU, c.cfg.IPAMDir, c.cfg.AttachSocket)
 	if err != nil {
 		return fmt.Errorf("write CNI configuration: %w", err)
 	}
 	if conf != c.lastConf {
-		c.log.Info("CNI configuration written", "dir", c.cfg.CNIConfDir, "podCIDRs", self.PodCIDRs, "mtu", desired.PodMTU)
+		c.log.Info("CNI configuration written", "dir", c.cfg.CNIConfDir, "podCIDRs", self.PodCIDRs, "mtu", desired.PodMTU, "routeMTU", desired.RouteMTU)
 		c.lastConf = conf
 	}
 	if !c.conditionOK || !networkAvailable(selfObj) {

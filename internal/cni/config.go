@@ -24,8 +24,12 @@ type NetConf struct {
 	types.PluginConf
 	// PodCIDRs are the node's pod ranges, one per IP family (spec.podCIDRs).
 	PodCIDRs []string `json:"podCIDRs"`
-	// MTU of the pod interface: the underlay MTU minus any encapsulation.
+	// MTU of the pod interface and of its route to the node's own pod ranges.
 	MTU int `json:"mtu,omitempty"`
+	// RouteMTU, when set, is the MTU of the pod's routes off the node: the
+	// underlay's minus its encapsulation, so that pods of one node still talk
+	// in full-size packets. Not above mtu.
+	RouteMTU int `json:"routeMTU,omitempty"`
 	// DataDir holds the IPAM state; it must survive plugin and agent restarts.
 	DataDir string `json:"dataDir,omitempty"`
 	// AgentSocket is where the node's agent takes reports of new pods; ADD
@@ -64,6 +68,12 @@ func parseConf(stdin []byte) (*parsedConf, *types.Error) {
 	}
 	if c.MTU < 576 || c.MTU > 65535 {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid network configuration: field \"mtu\": %d is out of range 576-65535", c.MTU), "")
+	}
+	if c.RouteMTU != 0 && (c.RouteMTU < 576 || c.RouteMTU > c.MTU) {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid network configuration: field \"routeMTU\": %d is out of range 576-%d (mtu)", c.RouteMTU, c.MTU), "")
+	}
+	if c.RouteMTU == c.MTU {
+		c.RouteMTU = 0
 	}
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir

@@ -36,6 +36,7 @@ func TestParseConf(t *testing.T) {
 		// For success:
 		wantRanges  []string
 		wantMTU     int
+		wantRoute   int // routeMTU
 		wantDataDir string
 		wantPrev    bool
 	}{
@@ -43,6 +44,16 @@ func TestParseConf(t *testing.T) {
 			name:       "dual-stack",
 			stdin:      conf(`"podCIDRs": ["10.244.1.0/24", "fd00:10:244:1::/64"]`, `"mtu": 1450`, `"dataDir": "/run/ipam"`),
 			wantRanges: []string{"10.244.1.0/24", "fd00:10:244:1::/64"}, wantMTU: 1450, wantDataDir: "/run/ipam",
+		},
+		{
+			name:       "route MTU",
+			stdin:      conf(`"podCIDRs": ["10.244.1.0/24"]`, `"mtu": 1500`, `"routeMTU": 1450`),
+			wantRanges: []string{"10.244.1.0/24"}, wantMTU: 1500, wantRoute: 1450, wantDataDir: DefaultDataDir,
+		},
+		{
+			name:       "route MTU equal to the interface's: none",
+			stdin:      conf(`"podCIDRs": ["10.244.1.0/24"]`, `"mtu": 1450`, `"routeMTU": 1450`),
+			wantRanges: []string{"10.244.1.0/24"}, wantMTU: 1450, wantDataDir: DefaultDataDir,
 		},
 		{
 			name:       "ipv6 first",
@@ -132,6 +143,14 @@ func TestParseConf(t *testing.T) {
 			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`field "podCIDRs[2]"`, "second range of the same IP family"},
 		},
 		{
+			name: "route MTU above the interface's", stdin: conf(`"mtu": 1450`, `"routeMTU": 1500`),
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`field "routeMTU"`, "1500 is out of range 576-1450"},
+		},
+		{
+			name: "route MTU too small", stdin: conf(`"routeMTU": 500`),
+			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`field "routeMTU"`, "500 is out of range"},
+		},
+		{
 			name: "mtu too small", stdin: conf(`"mtu": 575`),
 			wantCode: types.ErrInvalidNetworkConfig, wantMsg: []string{`field "mtu"`, "575 is out of range"},
 		},
@@ -178,8 +197,8 @@ func TestParseConf(t *testing.T) {
 			if fmt.Sprint(got) != fmt.Sprint(tt.wantRanges) {
 				t.Errorf("ranges %v, want %v", got, tt.wantRanges)
 			}
-			if c.MTU != tt.wantMTU || c.DataDir != tt.wantDataDir {
-				t.Errorf("mtu %d, dataDir %q; want %d, %q", c.MTU, c.DataDir, tt.wantMTU, tt.wantDataDir)
+			if c.MTU != tt.wantMTU || c.RouteMTU != tt.wantRoute || c.DataDir != tt.wantDataDir {
+				t.Errorf("mtu %d, routeMTU %d, dataDir %q; want %d, %d, %q", c.MTU, c.RouteMTU, c.DataDir, tt.wantMTU, tt.wantRoute, tt.wantDataDir)
 			}
 			if c.CNIVersion != "1.1.0" || c.Name != "amime" {
 				t.Errorf("cniVersion %q, name %q", c.CNIVersion, c.Name)

@@ -42,6 +42,7 @@ const (
 	confV4Gateway = "10.250.1.1"
 	confV6Gateway = "fe80::1"
 	confMTU       = 1400
+	confRouteMTU  = 1350
 	confNetName   = "amime-test"
 	confTuningBin = "/usr/lib/cni/tuning"
 	confTimeout   = 60 * time.Second
@@ -195,7 +196,7 @@ func confList(t *testing.T, o confListOpts) *libcni.NetworkConfigList {
 		t.Fatal(err)
 	}
 	dataDir, _ := json.Marshal(o.dataDir)
-	plugins := fmt.Sprintf(`{"type":"amime","podCIDRs":%s,"mtu":%d,"dataDir":%s}`, cidrs, confMTU, dataDir)
+	plugins := fmt.Sprintf(`{"type":"amime","podCIDRs":%s,"mtu":%d,"routeMTU":%d,"dataDir":%s}`, cidrs, confMTU, confRouteMTU, dataDir)
 	if o.tuningDir != "" {
 		tuningDir, _ := json.Marshal(o.tuningDir)
 		plugins += fmt.Sprintf(`,{"type":"tuning","sysctl":{"net.ipv4.conf.eth0.rp_filter":"0"},"dataDir":%s}`, tuningDir)
@@ -414,17 +415,21 @@ func (e *confEnv) assertWired(t *testing.T, res *types100.Result, host int, mtuF
 	if !v4.IsValid() || !v6.IsValid() {
 		t.Fatalf("result: IPs %v, want one IPv4 and one IPv6 address on interface %d", res.IPs, host+1)
 	}
-	var def4, def6 bool
+	// Route "mtu" is new in CNI 1.1.0 too.
+	wantMTU := func(r *types.Route) bool { return !mtuField || r.MTU == confRouteMTU }
+	var def4, def6, range4, range6 bool
 	for _, r := range res.Routes {
-		if confIsDefault(&r.Dst) && r.GW.Equal(net.ParseIP(confV4Gateway)) {
+		if confIsDefault(&r.Dst) && r.GW.Equal(net.ParseIP(confV4Gateway)) && wantMTU(r) {
 			def4 = true
 		}
-		if confIsDefault(&r.Dst) && r.GW.Equal(net.ParseIP(confV6Gateway)) {
+		if confIsDefault(&r.Dst) && r.GW.Equal(net.ParseIP(confV6Gateway)) && wantMTU(r) {
 			def6 = true
 		}
+		range4 = range4 || (r.Dst.String() == confV4Range && r.MTU == 0)
+		range6 = range6 || (r.Dst.String() == confV6Range && r.MTU == 0)
 	}
-	if !def4 || !def6 {
-		t.Errorf("result routes %v: want default routes via %s and %s", res.Routes, confV4Gateway, confV6Gateway)
+	if !def4 || !def6 || !range4 || !range6 {
+		t.Errorf("result routes %v: want default routes via %s and %s with mtu %d, and routes to %s and %s without", res.Routes, confV4Gateway, confV6Gateway, confRouteMTU, confV4Range, confV6Range)
 	}
 
 	// The pod end.
@@ -465,6 +470,15 @@ func (e *confEnv) assertWired(t *testing.T, res *types100.Result, host int, mtuF
 			}
 			if !confHasDefaultVia(routes, la.Index, f.gw) {
 				t.Errorf("pod: no default route via %s dev %s; routes %v", f.gw, ifname, routes)
+			}
+			// Off the node, the tunnel's MTU; to the node's own range, the interface's.
+			for _, r := range routes {
+				switch {
+				case confIsDefault(r.Dst) && r.MTU != confRouteMTU:
+					t.Errorf("pod: default route %v: mtu %d, want %d", r, r.MTU, confRouteMTU)
+				case r.Dst != nil && (r.Dst.String() == confV4Range || r.Dst.String() == confV6Range) && r.MTU != 0:
+					t.Errorf("pod: route %v to the node's own range: mtu %d, want none", r, r.MTU)
+				}
 			}
 		}
 	})
@@ -566,8 +580,8 @@ func TestConformance(t *testing.T) {
 			if res.CNIVersion != "1.1.0" {
 				t.Errorf("result cniVersion %q, want 1.1.0", res.CNIVersion)
 			}
-			if len(res.Interfaces) != 2 || len(res.IPs) != 2 || len(res.Routes) != 2 {
-				t.Errorf("result has %d interfaces, %d IPs, %d routes; want 2, 2, 2: %s",
+			if len(res.Interfaces) != 2 || len(res.IPs) != 2 || len(res.Routes) != 4 {
+				t.Errorf("result has %d interfaces, %d IPs, %d routes; want 2, 2, 4 (default and own range, per family): %s",
 					len(res.Interfaces), len(res.IPs), len(res.Routes), res)
 			}
 			if !strings.HasPrefix(hostName, "amv") {

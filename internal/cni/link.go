@@ -43,7 +43,7 @@ func podLinkExists(path, ifname string) (bool, error) {
 // setupPod creates the veth pair and configures both ends: in the pod, the
 // addresses (/32, /128) and the default routes via the node; on the node, the
 // gateway, the link-local IPv6 gateway and a host route per pod address.
-func setupPod(netnsPath, ifname, hostName string, mtu int, allocs []ipam.Allocation) (podLinks, error) {
+func setupPod(netnsPath, ifname, hostName string, mtu, routeMTU int, allocs []ipam.Allocation) (podLinks, error) {
 	var links podLinks
 	hasV6 := false
 	var addrs []netip.Addr
@@ -87,7 +87,7 @@ func setupPod(netnsPath, ifname, hostName string, mtu int, allocs []ipam.Allocat
 			return err
 		}
 		for _, a := range allocs {
-			for _, r := range podRoutes(link.Attrs().Index, a) {
+			for _, r := range podRoutes(link.Attrs().Index, a, routeMTU) {
 				if r.Priority, err = podRoutePriority(r); err != nil {
 					return err
 				}
@@ -104,18 +104,24 @@ func setupPod(netnsPath, ifname, hostName string, mtu int, allocs []ipam.Allocat
 	return links, setupHostSide(hostName, allocs)
 }
 
-// podRoutes are the routes inside the pod for one of its addresses.
-func podRoutes(linkIndex int, a ipam.Allocation) []netlink.Route {
+// podRoutes are the routes inside the pod for one of its addresses. With a
+// route MTU, the default route carries it and the node's own pod range gets a
+// route of its own without it (the interface's MTU).
+func podRoutes(linkIndex int, a ipam.Allocation, routeMTU int) []netlink.Route {
+	gw := v6Gateway.AsSlice()
+	def := &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	var out []netlink.Route
 	if a.Addr.Is4() {
-		gw := a.Gateway.AsSlice()
-		return []netlink.Route{
-			{LinkIndex: linkIndex, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK},
-			{LinkIndex: linkIndex, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: gw},
-		}
+		gw = a.Gateway.AsSlice()
+		def = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		out = append(out, netlink.Route{LinkIndex: linkIndex, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK})
 	}
-	return []netlink.Route{
-		{LinkIndex: linkIndex, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Gw: v6Gateway.AsSlice()},
+	out = append(out, netlink.Route{LinkIndex: linkIndex, Dst: def, Gw: gw, MTU: routeMTU})
+	if routeMTU != 0 {
+		r := a.Range.Masked()
+		out = append(out, netlink.Route{LinkIndex: linkIndex, Dst: &net.IPNet{IP: r.Addr().AsSlice(), Mask: net.CIDRMask(r.Bits(), r.Addr().BitLen())}, Gw: gw})
 	}
+	return out
 }
 
 // podRoutePriority is the metric of a new pod route: the kernel's default,

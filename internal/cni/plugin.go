@@ -89,7 +89,7 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 		}
 	}()
 	hostName := HostVethName(args.ContainerID, args.IfName)
-	links, err := setupPod(args.Netns, args.IfName, hostName, conf.MTU, allocs)
+	links, err := setupPod(args.Netns, args.IfName, hostName, conf.MTU, conf.RouteMTU, allocs)
 	if err != nil {
 		return asCNIError(err, "set up pod interface")
 	}
@@ -164,7 +164,11 @@ func buildResult(conf *parsedConf, links podLinks, netns string, allocs []ipam.A
 			Address:   net.IPNet{IP: a.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)},
 			Gateway:   gw.AsSlice(),
 		})
-		res.Routes = append(res.Routes, &types.Route{Dst: dst, GW: gw.AsSlice()})
+		res.Routes = append(res.Routes, &types.Route{Dst: dst, GW: gw.AsSlice(), MTU: conf.RouteMTU})
+		if conf.RouteMTU != 0 {
+			r := a.Range.Masked()
+			res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: r.Addr().AsSlice(), Mask: net.CIDRMask(r.Bits(), bits)}, GW: gw.AsSlice()})
+		}
 	}
 	return res
 }

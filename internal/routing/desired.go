@@ -118,8 +118,13 @@ type Desired struct {
 	Routes    []Route
 	Neighbors []Neighbor
 	FDB       []FDB
-	// PodMTU is the MTU pods get on this node (the CNI configuration's mtu).
+	// PodMTU is the MTU of pod interfaces on this node (the CNI
+	// configuration's mtu): the underlay's, so that pods of one node talk to
+	// each other in full-size packets.
 	PodMTU int
+	// RouteMTU, when not zero, is the MTU of pods' routes off the node (the
+	// CNI configuration's routeMTU): the tunnel's, smaller than PodMTU.
+	RouteMTU int
 }
 
 // VTEPMAC derives a node's VTEP MAC from its name: locally administered, unicast.
@@ -171,7 +176,7 @@ func Compute(mode Mode, self Node, others []Node, links []Link) (Desired, []erro
 			v.Addrs = append(v.Addrs, netip.PrefixFrom(c.Addr(), c.Addr().BitLen()))
 		}
 		d.VXLAN = v
-		d.PodMTU = v.MTU
+		d.PodMTU, d.RouteMTU = mtu, v.MTU
 		for _, n := range sorted {
 			if n.Name == self.Name {
 				continue
@@ -262,7 +267,11 @@ func connectedLink(links []Link, ip netip.Addr) (Link, bool) {
 // String renders the desired state deterministically (golden files, `amime status`).
 func (d Desired) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "mode %s, pod MTU %d\n", d.Mode, d.PodMTU)
+	fmt.Fprintf(&b, "mode %s, pod MTU %d", d.Mode, d.PodMTU)
+	if d.RouteMTU != 0 {
+		fmt.Fprintf(&b, ", route MTU %d", d.RouteMTU)
+	}
+	b.WriteString("\n")
 	if v := d.VXLAN; v != nil {
 		fmt.Fprintf(&b, "vxlan %s id %d dstport %d local %s dev %s mtu %d address %s", v.Name, v.VNI, v.Port, v.Local, v.Parent, v.MTU, v.MAC)
 		for _, a := range v.Addrs {

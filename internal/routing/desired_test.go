@@ -71,7 +71,9 @@ func TestCompute(t *testing.T) {
 		links  []Link
 		// wantErrs holds, per expected problem in order, substrings its message must contain.
 		wantErrs [][]string
-		// wantMTU is the pod MTU (checked here as well as in the golden file).
+		// wantMTU is the MTU of pods' routes off the node: the tunnel's in
+		// overlay mode, the interface's in native mode (checked here as well
+		// as in the golden file).
 		wantMTU int
 		// wantRoutes is the number of routes.
 		wantRoutes int
@@ -230,8 +232,12 @@ func TestCompute(t *testing.T) {
 					}
 				}
 			}
-			if d.PodMTU != tt.wantMTU {
-				t.Errorf("PodMTU = %d, want %d", d.PodMTU, tt.wantMTU)
+			offNode := d.PodMTU
+			if d.RouteMTU != 0 {
+				offNode = d.RouteMTU
+			}
+			if offNode != tt.wantMTU {
+				t.Errorf("MTU off the node = %d (pod %d, route %d), want %d", offNode, d.PodMTU, d.RouteMTU, tt.wantMTU)
 			}
 			if len(d.Routes) != tt.wantRoutes {
 				t.Errorf("%d routes, want %d", len(d.Routes), tt.wantRoutes)
@@ -255,8 +261,8 @@ func checkInvariants(t *testing.T, self Node, d Desired) {
 		if d.VXLAN == nil {
 			t.Fatal("overlay without a VXLAN device")
 		}
-		if d.VXLAN.MTU != d.PodMTU {
-			t.Errorf("VXLAN MTU %d != pod MTU %d", d.VXLAN.MTU, d.PodMTU)
+		if d.VXLAN.MTU != d.RouteMTU || d.RouteMTU >= d.PodMTU {
+			t.Errorf("VXLAN MTU %d, route MTU %d, pod MTU %d: want the route MTU the tunnel's, below the pod's", d.VXLAN.MTU, d.RouteMTU, d.PodMTU)
 		}
 		if d.VXLAN.MAC != VTEPMAC(self.Name) {
 			t.Errorf("VXLAN MAC %s, want VTEPMAC(%s) = %s", d.VXLAN.MAC, self.Name, VTEPMAC(self.Name))

@@ -198,8 +198,8 @@ func (f *Fake) DeleteFDB(_ string, x FDB) error {
 }
 
 // Dump renders the fake's state like Desired.String, for golden comparisons.
-func (f *Fake) Dump(mode Mode, podMTU int) string {
-	d := Desired{Mode: mode, VXLAN: f.Device, PodMTU: podMTU}
+func (f *Fake) Dump(mode Mode, podMTU, routeMTU int) string {
+	d := Desired{Mode: mode, VXLAN: f.Device, PodMTU: podMTU, RouteMTU: routeMTU}
 	d.Routes, _ = f.Routes()
 	d.Neighbors, _ = f.Neighbors(VXLANDevice)
 	d.FDB, _ = f.FDB(VXLANDevice)

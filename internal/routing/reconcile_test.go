@@ -32,7 +32,7 @@ func canon(s string) string {
 // checkState verifies that the fake holds exactly d.
 func checkState(t *testing.T, f *Fake, d Desired) {
 	t.Helper()
-	if diff := cmp.Diff(canon(d.String()), canon(f.Dump(d.Mode, d.PodMTU))); diff != "" {
+	if diff := cmp.Diff(canon(d.String()), canon(f.Dump(d.Mode, d.PodMTU, d.RouteMTU))); diff != "" {
 		t.Errorf("programmed state differs from the desired one (-want +got):\n%s", diff)
 	}
 	if d.VXLAN != nil && (f.Device == nil || !reflect.DeepEqual(*f.Device, *d.VXLAN)) {
@@ -135,7 +135,7 @@ func TestApplyRemoveNode(t *testing.T) {
 				t.Errorf("%d calls to remove %d entries", got, tt.wantRemoved)
 			}
 			// Nothing of node-3 is left, and nothing else was lost.
-			dump := f.Dump(after.Mode, after.PodMTU)
+			dump := f.Dump(after.Mode, after.PodMTU, after.RouteMTU)
 			for _, s := range []string{"10.244.3.", "fd00:10:244:3:", VTEPMAC("node-3"), "192.168.1.13"} {
 				if strings.Contains(dump, s) {
 					t.Errorf("%s of the removed node is still programmed:\n%s", s, dump)
@@ -283,7 +283,7 @@ func TestApplyDeviceError(t *testing.T) {
 	}
 	// Routes through a device that could not be made are not added.
 	if ch != (Changes{}) || len(f.RouteSet)+len(f.NeighSet)+len(f.FDBSet) != 0 {
-		t.Errorf("Apply without a device changed %+v: %s", ch, f.Dump(Overlay, 0))
+		t.Errorf("Apply without a device changed %+v: %s", ch, f.Dump(Overlay, 0, 0))
 	}
 }
 
