@@ -84,19 +84,7 @@ func TestFastPath(t *testing.T) {
 		if name == "far" {
 			node = nodeName(2)
 		}
-		fmt.Fprintf(&b, `---
-apiVersion: v1
-kind: Pod
-metadata: {name: %s, namespace: %s, labels: {app: %s}}
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: registry.k8s.io/e2e-test-images/agnhost:2.53
-    args: [netexec, --http-port=8080, --udp-port=8081]
-    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-`, name, ns, name, node)
+		b.WriteString(netexecPod(name, ns, name, node))
 	}
 	fmt.Fprintf(&b, `---
 apiVersion: v1

@@ -25,23 +25,29 @@ func serverPods(t *testing.T, ns string, perNode int) []corev1.Pod {
 	var b strings.Builder
 	for node := 1; node <= 3; node++ {
 		for i := 0; i < perNode; i++ {
-			fmt.Fprintf(&b, `---
+			b.WriteString(netexecPod(fmt.Sprintf("s%d-%d", node, i), ns, "server", nodeName(node)))
+		}
+	}
+	apply(t, b.String())
+	return readyPods(t, ns, "app=server", 3*perNode)
+}
+
+// netexecPod is the manifest of an agnhost netexec pod (HTTP 8080, UDP 8081)
+// on a node.
+func netexecPod(name, ns, app, node string) string {
+	return fmt.Sprintf(`---
 apiVersion: v1
 kind: Pod
-metadata: {name: s%d-%d, namespace: %s, labels: {app: server}}
+metadata: {name: %s, namespace: %s, labels: {app: %s}}
 spec:
-  nodeName: e2e-node-%d
+  nodeName: %s
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
     image: registry.k8s.io/e2e-test-images/agnhost:2.53
     args: [netexec, --http-port=8080, --udp-port=8081]
     readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-`, node, i, ns, node)
-		}
-	}
-	apply(t, b.String())
-	return readyPods(t, ns, "app=server", 3*perNode)
+`, name, ns, app, node)
 }
 
 // dialResult is agnhost's /dial answer.
