@@ -9,7 +9,11 @@
 #   redirect the same hop with a tc program on each of its veths that hands
 #            packets straight to the other veth's peer (bpf_redirect_peer,
 #            bench/fastpathprobe), so they skip the middle namespace's stack
-# Each of REPS rounds measures all three; ratios are medians of per-round
+#   amime    the same hop with amime's own fast path (internal/fastpath, run
+#            by bench/fastpathprobe -amime as the agent runs it): connections
+#            open through the stack, the rest of their packets skip it after
+#            a conntrack lookup
+# Each of REPS rounds measures all four; ratios are medians of per-round
 # ratios to the bare veth. Needs root, bin/amime-pod (make build), iperf3 and
 # wrk (make deps). Its namespaces are named amime-bench-fp-* and removed at the
 # end.
@@ -21,7 +25,9 @@ REPS=${REPS:-5}
 . bench/lib.sh
 header "bench/fastpath.sh (DUR=$DUR REPS=$REPS)"
 
+amime_pid=
 cleanup() {
+  [[ -n $amime_pid ]] && kill "$amime_pid" 2>/dev/null || true
   stop_started
   for n in a b ha hr hb; do ip netns del "amime-bench-fp-$n" 2>/dev/null || true; done
   rm -f /tmp/amime-fastpathprobe
@@ -62,6 +68,13 @@ redirect() { # on|off
     /tmp/amime-fastpathprobe -netns "$(ns hr)" -dev hb -dst 10.99.61.2 -to ha
   fi
 }
+# amime's own fast path (internal/fastpath) in the middle namespace, as the
+# agent runs it for two pods: connections open through the stack, then skip it.
+amime_on() {
+  setsid /tmp/amime-fastpathprobe -netns "$(ns hr)" -amime "ha=$(ns ha),hb=$(ns hb)" 2>>/tmp/amime-fastpath-amime.log & amime_pid=$!
+  sleep 1
+}
+amime_off() { kill "$amime_pid" 2>/dev/null || true; wait "$amime_pid" 2>/dev/null || true; }
 measure() { # CLIENT-NS SERVER-IP -> "Gbit/s req/s"
   local g r
   g=$(ip netns exec "$(ns "$1")" iperf3 -c "$2" -t "$DUR" -J | awk -F'[:,]' '/"sum_received"/ {f=1} f && /"bits_per_second"/ {printf "%.2f", $2/1e9; exit}')
@@ -77,15 +90,16 @@ if ip netns exec "$(ns hr)" conntrack -L 2>/dev/null | grep -q 10.99.62.2; then
 fi
 
 declare -A res
-order=(veth hop-ct redirect)
+order=(veth hop-ct redirect amime)
 for rep in $(seq "$REPS"); do
   line="round $rep:"
-  for k in 0 1 2; do
-    label=${order[$(( (k + rep - 1) % 3 ))]}
+  for k in 0 1 2 3; do
+    label=${order[$(( (k + rep - 1) % 4 ))]}
     case $label in
       veth) out=$(measure a 10.99.60.2) ;;
       hop-ct) redirect off; out=$(measure ha 10.99.62.2) ;;
       redirect) redirect on; out=$(measure ha 10.99.62.2) ;;
+      amime) redirect off; amime_on; out=$(measure ha 10.99.62.2); amime_off ;;
     esac
     res[$label]+="$out;"
     line+=" $label $out;"
@@ -100,6 +114,6 @@ ratio() { # LABEL FIELD(1|2): median of per-round LABEL/veth
     awk '{printf "%.4f\n", $1 / $2}' | median
 }
 echo "(Gbit/s req/s per round above; ratios are medians of per-round ratios to the bare veth)"
-for label in hop-ct redirect; do
+for label in hop-ct redirect amime; do
   printf '%-9s / veth: throughput %s, requests %s\n' "$label" "$(ratio "$label" 1)" "$(ratio "$label" 2)"
 done

@@ -7,6 +7,10 @@
 // the ceiling of the fast path (internal/fastpath, docs/networking.md) — against the
 // same path through the stack and a bare veth. It is a measuring device, not
 // a dataplane: it knows nothing of policy or NAT.
+//
+// With -amime it instead runs amime's own fast path (internal/fastpath) in
+// that namespace, as the agent would for two pods, until it is signalled:
+// what the real program costs against the bare redirect.
 package main
 
 import (
@@ -29,7 +33,15 @@ func main() {
 	dev := flag.String("dev", "", "device whose ingress gets the program")
 	dst := flag.String("dst", "", "IPv4 destination to redirect")
 	to := flag.String("to", "", "veth whose peer receives the redirected packets")
+	amime := flag.String("amime", "", "run amime's fast path instead, for pods given as VETH=POD-NETNS,... (each pod's eth0 the veth's peer)")
 	flag.Parse()
+	if *ns != "" && *amime != "" {
+		if err := runAmime(*ns, *amime); err != nil {
+			fmt.Fprintln(os.Stderr, "fastpathprobe:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *ns == "" || *dev == "" || *dst == "" || *to == "" {
 		fmt.Fprintln(os.Stderr, "usage: fastpathprobe -netns NS -dev IF -dst IPV4 -to VETH")
 		os.Exit(2)
