@@ -14,6 +14,7 @@ const (
 	mapEndpoints6 = "endpoints6"
 	mapRanges4    = "ranges4"
 	mapRanges6    = "ranges6"
+	mapFlows      = "flows"
 	mapStats      = "stats"
 )
 
@@ -113,7 +114,9 @@ const (
 	protoUDP         = 17
 	maxEndpoints     = 65536
 	maxRanges        = 1024
-	programLicense   = "GPL" // bpf_redirect_peer and the conntrack kfuncs are GPL-only
+	maxFlows         = 65536
+	flowTTL          = 1_000_000_000 // ns a flow's conntrack verdict is reused
+	programLicense   = "GPL"         // bpf_redirect_peer and the conntrack kfuncs are GPL-only
 	checksumOverflow = 0xffff
 )
 
@@ -169,7 +172,11 @@ func collectionSpec(syms kernelSymbols) *ebpf.CollectionSpec {
 			mapEndpoints6: endpoints(mapEndpoints6, 16),
 			mapRanges4:    ranges(mapRanges4, 4),
 			mapRanges6:    ranges(mapRanges6, 16),
-			mapStats:      {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
+			// Flows conntrack has judged fast, with when that verdict
+			// expires: per CPU, so that the two directions of a connection,
+			// handled on two CPUs, share no cache line.
+			mapFlows: {Name: mapFlows, Type: ebpf.LRUCPUHash, KeySize: 40, ValueSize: 8, MaxEntries: maxFlows},
+			mapStats: {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
 		},
 		Programs: map[string]*ebpf.ProgramSpec{},
 	}
@@ -378,8 +385,26 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 	}
 	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.R8, f.ports, asm.Word),
-		asm.StoreMem(asm.RFP, stackTuple+2*f.addrLen, asm.R1, asm.Word),
-		asm.StoreImm(asm.RFP, stackOpts, currentNetns, asm.Word),
+		asm.StoreMem(asm.RFP, stackTuple+2*f.addrLen, asm.R1, asm.Word))
+	// The flow cache's key: the tuple, zero-padded to IPv6's, and the
+	// protocol. A verdict younger than flowTTL spares the conntrack lookup,
+	// whose reference counting makes the CPUs of both directions contend.
+	for off := 2*f.addrLen + 4; off < 36; off += 4 {
+		insns = append(insns, asm.StoreImm(asm.RFP, stackTuple+off, 0, asm.Word))
+	}
+	insns = append(insns,
+		asm.StoreMem(asm.RFP, stackTuple+36, asm.R7, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(mapFlows),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackTuple),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, l("ct-lookup")),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.StoreMem(asm.RFP, stackOpts, asm.R1, asm.DWord),
+		asm.FnKtimeGetNs.Call(),
+		asm.LoadMem(asm.R1, asm.RFP, stackOpts, asm.DWord),
+		asm.JGT.Reg(asm.R1, asm.R0, l("forward")),
+		asm.StoreImm(asm.RFP, stackOpts, currentNetns, asm.Word).WithSymbol(l("ct-lookup")),
 		asm.StoreImm(asm.RFP, stackOpts+4, 0, asm.Word),
 		asm.StoreImm(asm.RFP, stackOpts+8, 0, asm.Word),
 		asm.StoreImm(asm.RFP, stackOpts+12, 0, asm.Word),
@@ -401,6 +426,17 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 		asm.JNE.Imm(asm.R1, 0, "nat"),
 		asm.And.Imm(asm.R7, ipsSeenReply),
 		asm.JEq.Imm(asm.R7, 0, "stack"),
+		// Fast: remember it.
+		asm.FnKtimeGetNs.Call(),
+		asm.Add.Imm(asm.R0, flowTTL),
+		asm.StoreMem(asm.RFP, stackOpts, asm.R0, asm.DWord),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(mapFlows),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackTuple),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, stackOpts),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnMapUpdateElem.Call(),
 	)
 
 	// Forward: the frame again (calls invalidate packet pointers).

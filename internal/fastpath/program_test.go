@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 
 	"amime.dev/amime/internal/netns"
 )
@@ -517,5 +518,35 @@ func TestProgramForwardsToOtherNodes(t *testing.T) {
 	}
 	if c := fx.counters(t); c["forwarded"] != 1 {
 		t.Errorf("counters %v, want 1 forwarded", c)
+	}
+}
+
+// TestProgramReusesVerdicts: a flow conntrack judged fast stays fast for
+// flowTTL without asking conntrack again, and then asks it again.
+func TestProgramReusesVerdicts(t *testing.T) {
+	fx := newFixture(t, "flows", map[netip.Addr]Endpoint{podA: epA, podB: epB}, podsNetns...)
+	fx.connect(t, "tcp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
+	fx.connect(t, "udp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
+	tcp := frame{srcMAC: macA, dstMAC: hostA, src: podA, dst: podB, proto: protoTCP, hops: 64, sport: 40000, dport: 8080}
+	udp := tcp
+	udp.proto = protoUDP
+	if ret, _ := fx.run(t, FromPod, tcp.bytes()); ret != tcActRedirect {
+		t.Fatalf("first packet: returned %d, want %d", ret, tcActRedirect)
+	}
+	// Conntrack forgets both connections.
+	if err := netns.Do(netns.Path(fx.ns), func() error {
+		return netlink.ConntrackTableFlush(netlink.ConntrackTable)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ret, _ := fx.run(t, FromPod, tcp.bytes()); ret != tcActRedirect {
+		t.Errorf("within the verdict's lifetime: returned %d, want %d", ret, tcActRedirect)
+	}
+	if ret, _ := fx.run(t, FromPod, udp.bytes()); ret != tcActOK {
+		t.Errorf("a flow never judged, its entry gone: returned %d, want the stack", ret)
+	}
+	time.Sleep(time.Duration(flowTTL) + 100*time.Millisecond)
+	if ret, _ := fx.run(t, FromPod, tcp.bytes()); ret != tcActOK {
+		t.Errorf("after the verdict's lifetime, its entry gone: returned %d, want the stack", ret)
 	}
 }
