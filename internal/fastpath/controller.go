@@ -162,17 +162,7 @@ func (c *Controller) sync() error {
 	for idx := range local.Uplinks {
 		roles[idx] = FromNodes
 	}
-	for idx := range c.dp.Attached() {
-		if _, ok := roles[idx]; !ok {
-			errs = append(errs, c.dp.Detach(idx))
-		}
-	}
-	attached := c.dp.Attached()
-	for idx, role := range roles {
-		if cur, ok := attached[idx]; !ok || cur != role {
-			errs = append(errs, c.dp.Attach(idx, role))
-		}
-	}
+	errs = append(errs, applyDiff(c.dp.Attached(), roles, c.dp.Attach, c.dp.Detach)...)
 	programmed, err := c.dp.Endpoints()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
@@ -196,9 +186,9 @@ func (c *Controller) syncRanges(want map[netip.Prefix]bool) error {
 	return errors.Join(applyDiff(programmed, want, c.dp.PutRange, c.dp.DeleteRange)...)
 }
 
-// applyDiff makes a map's programmed contents the wanted ones. Removals come
-// first: an address that moved to another veth must not be delivered to the
-// old one meanwhile.
+// applyDiff makes programmed contents (a map's, the attachments) the wanted
+// ones. Removals come first: an address that moved to another veth must not
+// be delivered to the old one meanwhile.
 func applyDiff[K, V comparable](programmed, want map[K]V, put func(K, V) error, del func(K) error) []error {
 	var errs []error
 	for k := range programmed {

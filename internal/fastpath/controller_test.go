@@ -172,7 +172,7 @@ func TestControllerReportsFailures(t *testing.T) {
 
 func TestEndpoints(t *testing.T) {
 	hostMAC := MAC{0xee, 1, 2, 3, 4, 5}
-	veths := map[int]veth{10: {name: "amv0", mac: hostMAC}, 11: {name: "amv1", mac: hostMAC}}
+	veths := map[int]MAC{10: hostMAC, 11: hostMAC}
 	ranges := []netip.Prefix{netip.MustParsePrefix("10.0.1.0/24"), netip.MustParsePrefix("fd00::1:0/112")}
 	routes := []hostRoute{
 		{a6, 10}, {a4, 10}, // one dual-stack pod: one MAC from its IPv4 address

@@ -14,10 +14,6 @@ import (
 	"amime.dev/amime/internal/routing"
 )
 
-// VethPrefix starts the name of every node-side pod veth the CNI plugin
-// creates.
-const VethPrefix = "amv"
-
 // hostRoute is a host route of the node: a /32 or /128 to an address through
 // an interface.
 type hostRoute struct {
@@ -25,16 +21,10 @@ type hostRoute struct {
 	ifindex int
 }
 
-// veth is a node-side pod veth.
-type veth struct {
-	name string
-	mac  MAC
-}
-
 // endpoints pairs the node's host routes into its pod ranges with the pod
-// veths they point at; the pod's MAC is derived from all its addresses, as
-// the CNI plugin set it.
-func endpoints(routes []hostRoute, veths map[int]veth, podCIDRs []netip.Prefix) map[netip.Addr]Endpoint {
+// veths they point at (veths: ifindex → the veth's MAC); the pod's MAC is
+// derived from all its addresses, as the CNI plugin set it.
+func endpoints(routes []hostRoute, veths map[int]MAC, podCIDRs []netip.Prefix) map[netip.Addr]Endpoint {
 	byVeth := map[int][]netip.Addr{}
 	for _, r := range routes {
 		if _, ok := veths[r.ifindex]; !ok {
@@ -52,7 +42,7 @@ func endpoints(routes []hostRoute, veths map[int]veth, podCIDRs []netip.Prefix) 
 		var mac MAC
 		copy(mac[:], podmac.For(addrs))
 		for _, a := range addrs {
-			out[a] = Endpoint{IfIndex: idx, PodMAC: mac, HostMAC: veths[idx].mac}
+			out[a] = Endpoint{IfIndex: idx, PodMAC: mac, HostMAC: veths[idx]}
 		}
 	}
 	return out
@@ -68,15 +58,15 @@ func Discover(clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix) func(
 		if err != nil {
 			return Local{}, fmt.Errorf("list links: %w", err)
 		}
-		veths := map[int]veth{}
+		veths := map[int]MAC{}
 		for _, l := range links {
 			a := l.Attrs()
-			if l.Type() != "veth" || !strings.HasPrefix(a.Name, VethPrefix) || len(a.HardwareAddr) != 6 {
+			if l.Type() != "veth" || !strings.HasPrefix(a.Name, routing.PodVethPrefix) || len(a.HardwareAddr) != 6 {
 				continue
 			}
-			v := veth{name: a.Name}
-			copy(v.mac[:], a.HardwareAddr)
-			veths[a.Index] = v
+			var mac MAC
+			copy(mac[:], a.HardwareAddr)
+			veths[a.Index] = mac
 		}
 		var routes []hostRoute
 		uplinks := map[int]bool{}

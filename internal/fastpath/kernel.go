@@ -85,36 +85,61 @@ func (k *Kernel) Close() error {
 	return errors.Join(errs...)
 }
 
-func (k *Kernel) endpointMap(a netip.Addr) *ebpf.Map {
+// byFamily is the map of a's family of a pair (IPv4, IPv6).
+func (k *Kernel) byFamily(a netip.Addr, pair [2]string) *ebpf.Map {
 	if a.Is4() {
-		return k.coll.Maps[mapEndpoints4]
+		return k.coll.Maps[pair[0]]
 	}
-	return k.coll.Maps[mapEndpoints6]
+	return k.coll.Maps[pair[1]]
+}
+
+var (
+	endpointMaps = [2]string{mapEndpoints4, mapEndpoints6}
+	rangeMaps    = [2]string{mapRanges4, mapRanges6}
+)
+
+// each calls fn with every entry of both maps of a pair.
+func (k *Kernel) each(pair [2]string, fn func(key, value []byte) error) error {
+	for _, name := range pair {
+		var key, value []byte
+		it := k.coll.Maps[name].Iterate()
+		for it.Next(&key, &value) {
+			if err := fn(key, value); err != nil {
+				return fmt.Errorf("map %s: %w", name, err)
+			}
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("map %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// deleteKey removes a key; absent is fine.
+func deleteKey(m *ebpf.Map, key []byte) error {
+	if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
 }
 
 // Endpoints returns the contents of both endpoint maps.
 func (k *Kernel) Endpoints() (map[netip.Addr]Endpoint, error) {
 	out := map[netip.Addr]Endpoint{}
-	for _, name := range []string{mapEndpoints4, mapEndpoints6} {
-		var key, value []byte
-		it := k.coll.Maps[name].Iterate()
-		for it.Next(&key, &value) {
-			a, ok := netip.AddrFromSlice(key)
-			if !ok {
-				return nil, fmt.Errorf("map %s: key of %d bytes", name, len(key))
-			}
-			out[a] = unmarshalEndpoint(value)
+	err := k.each(endpointMaps, func(key, value []byte) error {
+		a, ok := netip.AddrFromSlice(key)
+		if !ok {
+			return fmt.Errorf("key of %d bytes", len(key))
 		}
-		if err := it.Err(); err != nil {
-			return nil, fmt.Errorf("map %s: %w", name, err)
-		}
-	}
-	return out, nil
+		out[a] = unmarshalEndpoint(value)
+		return nil
+	})
+	return out, err
 }
 
 // Put adds or replaces the endpoint of an address.
 func (k *Kernel) Put(a netip.Addr, e Endpoint) error {
-	if err := k.endpointMap(a).Put(a.AsSlice(), e.marshal()); err != nil {
+	if err := k.byFamily(a, endpointMaps).Put(a.AsSlice(), e.marshal()); err != nil {
 		return fmt.Errorf("fast path endpoint %s: %w", a, err)
 	}
 	return nil
@@ -122,7 +147,7 @@ func (k *Kernel) Put(a netip.Addr, e Endpoint) error {
 
 // Delete removes the endpoint of an address (absent is fine).
 func (k *Kernel) Delete(a netip.Addr) error {
-	if err := k.endpointMap(a).Delete(a.AsSlice()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := deleteKey(k.byFamily(a, endpointMaps), a.AsSlice()); err != nil {
 		return fmt.Errorf("fast path endpoint %s: %w", a, err)
 	}
 	return nil
@@ -171,38 +196,29 @@ func (k *Kernel) Detach(ifindex int) error {
 // ranges, false for this node's.
 func (k *Kernel) Ranges() (map[netip.Prefix]bool, error) {
 	out := map[netip.Prefix]bool{}
-	for _, name := range []string{mapRanges4, mapRanges6} {
-		var key, value []byte
-		it := k.coll.Maps[name].Iterate()
-		for it.Next(&key, &value) {
-			a, ok := netip.AddrFromSlice(key[4:])
-			if !ok {
-				return nil, fmt.Errorf("map %s: key of %d bytes", name, len(key))
-			}
-			out[netip.PrefixFrom(a, int(binary.NativeEndian.Uint32(key)))] = binary.NativeEndian.Uint32(value) != 0
+	err := k.each(rangeMaps, func(key, value []byte) error {
+		a, ok := netip.AddrFromSlice(key[4:])
+		if !ok {
+			return fmt.Errorf("key of %d bytes", len(key))
 		}
-		if err := it.Err(); err != nil {
-			return nil, fmt.Errorf("map %s: %w", name, err)
-		}
-	}
-	return out, nil
+		out[netip.PrefixFrom(a, int(binary.NativeEndian.Uint32(key)))] = binary.NativeEndian.Uint32(value) != 0
+		return nil
+	})
+	return out, err
 }
 
+// rangeKey is an LPM trie key: the prefix length, then the address.
 func rangeKey(p netip.Prefix) []byte {
-	return binary.NativeEndian.AppendUint32(nil, uint32(p.Bits())) // then the address
+	return append(binary.NativeEndian.AppendUint32(nil, uint32(p.Bits())), p.Masked().Addr().AsSlice()...)
 }
 
 // PutRange adds or replaces a range: remote says whether it is another node's.
 func (k *Kernel) PutRange(p netip.Prefix, remote bool) error {
-	m := k.coll.Maps[mapRanges4]
-	if p.Addr().Is6() {
-		m = k.coll.Maps[mapRanges6]
-	}
 	v := uint32(0)
 	if remote {
 		v = 1
 	}
-	if err := m.Put(append(rangeKey(p), p.Masked().Addr().AsSlice()...), v); err != nil {
+	if err := k.byFamily(p.Addr(), rangeMaps).Put(rangeKey(p), v); err != nil {
 		return fmt.Errorf("fast path range %s: %w", p, err)
 	}
 	return nil
@@ -210,11 +226,7 @@ func (k *Kernel) PutRange(p netip.Prefix, remote bool) error {
 
 // DeleteRange removes a range (absent is fine).
 func (k *Kernel) DeleteRange(p netip.Prefix) error {
-	m := k.coll.Maps[mapRanges4]
-	if p.Addr().Is6() {
-		m = k.coll.Maps[mapRanges6]
-	}
-	if err := m.Delete(append(rangeKey(p), p.Masked().Addr().AsSlice()...)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := deleteKey(k.byFamily(p.Addr(), rangeMaps), rangeKey(p)); err != nil {
 		return fmt.Errorf("fast path range %s: %w", p, err)
 	}
 	return nil

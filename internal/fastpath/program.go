@@ -199,7 +199,7 @@ type family struct {
 	af                int32 // AF_INET or AF_INET6, for the FIB lookup
 	tupleSize         int32
 	proto, hops       int16
-	header            func() asm.Instructions // checks beyond the length, ending on the protocol in R7
+	header            func() asm.Instructions // checks of the IP header beyond its length (R8: the frame)
 	decrementHopLimit func() asm.Instructions // R8: the frame
 }
 
@@ -301,14 +301,7 @@ func program(syms kernelSymbols, role Role) asm.Instructions {
 // node's pod).
 func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 	l := func(name string) string { return name + f.suffix }
-	loadFrame := asm.Instructions{
-		asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word),
-		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
-		asm.Mov.Reg(asm.R4, asm.R8),
-		asm.Add.Imm(asm.R4, int32(f.minLen)),
-		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
-	}
-	insns := withSymbol(loadFrame, l("ipv"))
+	insns := loadFrame(f, l("ipv"))
 	insns = append(insns, f.header()...)
 	insns = append(insns,
 		asm.LoadMem(asm.R5, asm.R8, f.hops, asm.Byte),
@@ -439,8 +432,8 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 		asm.FnMapUpdateElem.Call(),
 	)
 
-	// Forward: the frame again (calls invalidate packet pointers).
-	insns = append(insns, withSymbol(loadFrame, l("forward"))...)
+	// Forward: the frame again.
+	insns = append(insns, loadFrame(f, l("forward"))...)
 	if role == FromPod {
 		insns = append(insns, asm.JNE.Imm(asm.R9, 0, l("local")))
 		insns = append(insns, remote(f, l)...)
@@ -501,13 +494,7 @@ func remote(f family, l func(string) string) asm.Instructions {
 		asm.FnFibLookup.Call(),
 		asm.JNE.Imm(asm.R0, 0, "stack"),
 	)
-	insns = append(insns, withSymbol(asm.Instructions{
-		asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word),
-		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
-		asm.Mov.Reg(asm.R4, asm.R8),
-		asm.Add.Imm(asm.R4, int32(f.minLen)),
-		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
-	}, l("fib-ok"))...)
+	insns = append(insns, loadFrame(f, "")...)
 	// The frame's addresses, dmac then smac, from the FIB's answer; in half
 	// words, as the answer's MACs are not word-aligned on the stack.
 	for i, off := range []int16{fibDMAC, fibDMAC + 2, fibDMAC + 4, fibSMAC, fibSMAC + 2, fibSMAC + 4} {
@@ -523,6 +510,24 @@ func remote(f family, l func(string) string) asm.Instructions {
 		asm.FnRedirect.Call(),
 		asm.Return(),
 	)
+}
+
+// loadFrame points R8 at the frame and R3 at its end, and leaves frames too
+// short for the family's headers and ports to the stack; its first
+// instruction carries symbol, if any. Helper calls invalidate packet
+// pointers, so the program loads the frame again after them.
+func loadFrame(f family, symbol string) asm.Instructions {
+	first := asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word)
+	if symbol != "" {
+		first = first.WithSymbol(symbol)
+	}
+	return asm.Instructions{
+		first,
+		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R8),
+		asm.Add.Imm(asm.R4, int32(f.minLen)),
+		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
+	}
 }
 
 // count adds one to a counter; the first instruction carries label.
@@ -545,15 +550,6 @@ func count(counter int, label string) asm.Instructions {
 // kfuncCall calls a kernel function by its BTF ID in vmlinux.
 func kfuncCall(id btf.TypeID) asm.Instruction {
 	return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-}
-
-// withSymbol returns a copy of insns whose first instruction carries symbol,
-// so that one sequence can appear more than once in the program.
-func withSymbol(insns asm.Instructions, symbol string) asm.Instructions {
-	out := make(asm.Instructions, len(insns))
-	copy(out, insns)
-	out[0] = out[0].WithSymbol(symbol)
-	return out
 }
 
 // relabelAll suffixes every local label (symbols and jumps to them) of insns,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 
 	"amime.dev/amime/internal/netns"
@@ -407,12 +408,18 @@ func testNetns(t *testing.T, name string, cmds ...[]string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = netns.Delete(name) })
+	inNetns(t, name, cmds...)
+	return name
+}
+
+// inNetns runs commands in a namespace.
+func inNetns(t *testing.T, name string, cmds ...[]string) {
+	t.Helper()
 	for _, args := range cmds {
 		if out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v: %s", args, err, out)
 		}
 	}
-	return name
 }
 
 // TestProgramFromOtherNodes: on a device other nodes' packets come in on,
@@ -458,16 +465,12 @@ func TestProgramForwardsToOtherNodes(t *testing.T) {
 		[]string{"sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"},
 		[]string{"sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"},
 	)
-	for _, args := range [][]string{
-		{"ip", "link", "set", "fp1", "up"},
-		{"ip", "addr", "add", "192.168.77.2/24", "dev", "fp1"},
-		{"ip", "addr", "add", "10.45.0.7/32", "dev", "lo"},
-		{"ip", "route", "add", "10.44.0.0/24", "via", "192.168.77.1"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"netns", "exec", other}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
-	}
+	inNetns(t, other,
+		[]string{"ip", "link", "set", "fp1", "up"},
+		[]string{"ip", "addr", "add", "192.168.77.2/24", "dev", "fp1"},
+		[]string{"ip", "addr", "add", "10.45.0.7/32", "dev", "lo"},
+		[]string{"ip", "route", "add", "10.44.0.0/24", "via", "192.168.77.1"},
+	)
 	for p, remote := range map[string]bool{"10.40.0.0/13": true, "10.44.0.0/24": false} {
 		if err := fx.k.PutRange(netip.MustParsePrefix(p), remote); err != nil {
 			t.Fatal(err)
@@ -548,5 +551,45 @@ func TestProgramReusesVerdicts(t *testing.T) {
 	time.Sleep(time.Duration(flowTTL) + 100*time.Millisecond)
 	if ret, _ := fx.run(t, FromPod, tcp.bytes()); ret != tcActOK {
 		t.Errorf("after the verdict's lifetime, its entry gone: returned %d, want the stack", ret)
+	}
+}
+
+// TestKernelMaps: what the controller writes into the maps reads back the
+// same, in both families, and deleting what is absent is fine.
+func TestKernelMaps(t *testing.T) {
+	fx := newFixture(t, "maps", map[netip.Addr]Endpoint{podA: epA, podB6: epB})
+	ranges := map[netip.Prefix]bool{netip.MustParsePrefix("10.40.0.0/13"): true, netip.MustParsePrefix("fd00:44::/64"): false}
+	for p, remote := range ranges {
+		if err := fx.k.PutRange(p, remote); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eps, err := fx.k.Endpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[netip.Addr]Endpoint{podA: epA, podB6: epB}, eps); diff != "" {
+		t.Errorf("endpoints (-want +got):\n%s", diff)
+	}
+	got, err := fx.k.Ranges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(ranges, got); diff != "" {
+		t.Errorf("ranges (-want +got):\n%s", diff)
+	}
+	for range 2 {
+		if err := fx.k.Delete(podB6); err != nil {
+			t.Fatal(err)
+		}
+		if err := fx.k.DeleteRange(netip.MustParsePrefix("fd00:44::/64")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if eps, _ := fx.k.Endpoints(); len(eps) != 1 {
+		t.Errorf("endpoints after a delete: %v", eps)
+	}
+	if got, _ := fx.k.Ranges(); len(got) != 1 {
+		t.Errorf("ranges after a delete: %v", got)
 	}
 }

@@ -36,6 +36,10 @@ func ParseMode(s string) (Mode, error) {
 	return "", fmt.Errorf("routing mode %q: must be overlay or native", s)
 }
 
+// PodVethPrefix starts the name of every node-side pod veth: the CNI plugin's
+// HostVethName spells it too (the lean plugin does not import this package).
+const PodVethPrefix = "amv"
+
 // VXLAN constants: the device, its VNI and UDP port (Flannel's, 8472, so that the
 // IANA port 4789 stays free for other users), and encapsulation overhead.
 const (

@@ -37,7 +37,7 @@ func (Netlink) Links() ([]Link, error) {
 	var out []Link
 	for _, l := range ls {
 		a := l.Attrs()
-		if a.Name == VXLANDevice || a.Name == "lo" || strings.HasPrefix(a.Name, "amv") || l.Type() == "dummy" {
+		if a.Name == VXLANDevice || a.Name == "lo" || strings.HasPrefix(a.Name, PodVethPrefix) || l.Type() == "dummy" {
 			continue
 		}
 		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
