@@ -52,7 +52,7 @@ func newAgentCommand() *cobra.Command {
 	f.StringSliceVar(&serviceCIDRs, "service-cidr", nil, "the cluster's Service ranges, comma-separated (routed onto the node's underlay link)")
 	f.BoolVar(&cfg.Proxy, "proxy", true, "run the Service proxy (in place of kube-proxy)")
 	f.BoolVar(&cfg.NetworkPolicy, "network-policy", true, "enforce NetworkPolicies for the node's pods")
-	f.BoolVar(&cfg.FastPath, "fast-path", true, "deliver packets between two pods of the node that no NetworkPolicy selects straight into the destination pod (tc BPF), skipping the node's stack; where the kernel cannot, they take the stack")
+	f.BoolVar(&cfg.FastPath, "fast-path", true, "move the packets of established connections between pods that no NetworkPolicy selects past the node's stack (tc BPF), into the pod or towards its node; where the kernel cannot, they take the stack")
 	f.Uint16Var(&cfg.PolicyLogGroup, "policy-log-group", 9962, "NFLOG group of the NetworkPolicy verdict log")
 	f.StringSliceVar(&nonMasq, "non-masquerade-cidr", nil, "extra destinations pods reach without masquerade (pod ranges and node networks are always included)")
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the agent writes the CNI configuration")

@@ -49,8 +49,8 @@ type Config struct {
 	Proxy bool
 	// NetworkPolicy enforces NetworkPolicies for the node's pods.
 	NetworkPolicy bool
-	// FastPath delivers packets between two local pods no NetworkPolicy
-	// selects straight into the destination pod (internal/fastpath).
+	// FastPath moves the established connections of pods no NetworkPolicy
+	// selects past the node's stack (internal/fastpath).
 	FastPath bool
 	// PolicyLogGroup is the NFLOG group of the policy verdict log.
 	PolicyLogGroup uint16
@@ -104,6 +104,12 @@ func (c *Config) Defaults() {
 	}
 }
 
+// sysctl sets one of the node's network sysctls (key relative to
+// /proc/sys/net).
+func (c *Config) sysctl(key, value string) error {
+	return os.WriteFile(filepath.Join(c.ProcSysNet, key), []byte(value), 0o644)
+}
+
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error
@@ -147,9 +153,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	for _, kv := range [][2]string{{"ipv4/ip_forward", "1"}, {"ipv6/conf/all/forwarding", "1"}} {
-		if err := os.WriteFile(filepath.Join(cfg.ProcSysNet, kv[0]), []byte(kv[1]), 0o644); err != nil {
-			log.Warn("enable forwarding", "sysctl", kv[0], "err", err)
+	for _, key := range []string{"ipv4/ip_forward", "ipv6/conf/all/forwarding"} {
+		if err := cfg.sysctl(key, "1"); err != nil {
+			log.Warn("enable forwarding", "sysctl", key, "err", err)
 		}
 	}
 	if err := installPlugin(cfg.CNIBinDir); err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"time"
 
 	"amime.dev/amime/internal/fastpath"
@@ -28,7 +26,7 @@ func startFastPath(ctx context.Context, cfg Config, podCIDRs func() []netip.Pref
 	// window tracking would find the FIN out of window, leave the entry
 	// established (for days) and mark the FIN invalid.
 	const liberal = "netfilter/nf_conntrack_tcp_be_liberal"
-	if err := os.WriteFile(filepath.Join(cfg.ProcSysNet, liberal), []byte("1"), 0o644); err != nil {
+	if err := cfg.sysctl(liberal, "1"); err != nil {
 		log.Warn("fast path: conntrack cannot follow the ends of fast connections", "sysctl", liberal, "err", err)
 	}
 	c := fastpath.NewController(k, fastpath.Discover(cfg.ClusterCIDRs, podCIDRs), log)

@@ -338,7 +338,7 @@ func removeStaleHostVeths(keep map[string]bool) error {
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		if l.Type() != "veth" || !strings.HasPrefix(name, "amv") || len(name) != 15 || keep[name] {
+		if l.Type() != "veth" || !strings.HasPrefix(name, hostVethPrefix) || len(name) != 15 || keep[name] {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {

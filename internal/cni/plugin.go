@@ -38,11 +38,15 @@ func Main(about string) int {
 
 type plugin struct{}
 
+// hostVethPrefix starts every node-side veth name (routing.PodVethPrefix
+// spells it for the agent).
+const hostVethPrefix = "amv"
+
 // HostVethName is the node-side name of a pod's veth: a hash of the attachment, so
 // that DEL and GC find it without any state.
 func HostVethName(containerID, ifname string) string {
 	h := sha256.Sum256([]byte(containerID + "/" + ifname))
-	return "amv" + hex.EncodeToString(h[:])[:12]
+	return hostVethPrefix + hex.EncodeToString(h[:])[:12]
 }
 
 // v6Gateway is the link-local address of every node-side veth: the pods' IPv6
@@ -151,23 +155,21 @@ func buildResult(conf *parsedConf, links podLinks, netns string, allocs []ipam.A
 		&current.Interface{Name: links.podName, Mac: links.podMAC, Mtu: conf.MTU, Sandbox: netns})
 	podIdx := hostIdx + 1
 	for _, a := range allocs {
-		bits := 32
+		bits := a.Addr.BitLen()
 		gw := a.Gateway
-		dst := net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 		if a.Addr.Is6() {
-			bits = 128
 			gw = v6Gateway
-			dst = net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 		}
 		res.IPs = append(res.IPs, &current.IPConfig{
 			Interface: &podIdx,
 			Address:   net.IPNet{IP: a.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)},
 			Gateway:   gw.AsSlice(),
 		})
-		res.Routes = append(res.Routes, &types.Route{Dst: dst, GW: gw.AsSlice(), MTU: conf.RouteMTU})
-		if conf.RouteMTU != 0 {
-			r := a.Range.Masked()
-			res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: r.Addr().AsSlice(), Mask: net.CIDRMask(r.Bits(), bits)}, GW: gw.AsSlice()})
+		// The routes through the gateway, as setupPod made them.
+		for _, r := range podRoutes(0, a, conf.RouteMTU) {
+			if r.Gw != nil {
+				res.Routes = append(res.Routes, &types.Route{Dst: *r.Dst, GW: r.Gw, MTU: r.MTU})
+			}
 		}
 	}
 	return res
