@@ -248,3 +248,97 @@ func (k *Kernel) Counters() (map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// Tunnel is the overlay's VXLAN device as the programs take it over: the
+// pod programs encapsulate what the FIB would send into it, and the tunnel
+// program takes apart what comes for it. The zero Tunnel turns both off.
+type Tunnel struct {
+	IfIndex int        // the VXLAN device
+	Local   netip.Addr // its IPv4 underlay address
+	VNI     uint32
+	Port    uint16 // its UDP port
+	MAC     MAC
+}
+
+func (t Tunnel) marshal() []byte {
+	b := make([]byte, tunnelSize)
+	binary.NativeEndian.PutUint32(b[tunnelIfindex:], uint32(t.IfIndex))
+	if t.Local.Is4() {
+		copy(b[tunnelLocal:], t.Local.AsSlice())
+	}
+	binary.BigEndian.PutUint32(b[tunnelVNI:], t.VNI<<8)
+	binary.BigEndian.PutUint16(b[tunnelPort:], t.Port)
+	copy(b[tunnelMAC:], t.MAC[:])
+	return b
+}
+
+func unmarshalTunnel(b []byte) Tunnel {
+	t := Tunnel{
+		IfIndex: int(binary.NativeEndian.Uint32(b[tunnelIfindex:])),
+		VNI:     binary.BigEndian.Uint32(b[tunnelVNI:]) >> 8,
+		Port:    binary.BigEndian.Uint16(b[tunnelPort:]),
+	}
+	if t.IfIndex != 0 {
+		t.Local = netip.AddrFrom4([4]byte(b[tunnelLocal : tunnelLocal+4]))
+	}
+	copy(t.MAC[:], b[tunnelMAC:])
+	return t
+}
+
+// Tunnel returns the tunnel the programs take over.
+func (k *Kernel) Tunnel() (Tunnel, error) {
+	var b []byte
+	if err := k.coll.Maps[mapTunnel].Lookup(uint32(0), &b); err != nil {
+		return Tunnel{}, fmt.Errorf("fast path tunnel: %w", err)
+	}
+	return unmarshalTunnel(b), nil
+}
+
+// SetTunnel sets the tunnel the programs take over (the zero Tunnel: none).
+func (k *Kernel) SetTunnel(t Tunnel) error {
+	if t.IfIndex != 0 && !t.Local.Is4() {
+		return fmt.Errorf("fast path tunnel: underlay address %v is not IPv4", t.Local)
+	}
+	if err := k.coll.Maps[mapTunnel].Put(uint32(0), t.marshal()); err != nil {
+		return fmt.Errorf("fast path tunnel: %w", err)
+	}
+	return nil
+}
+
+// vtepKey is a MAC padded to the vteps map's 8-byte key.
+func vtepKey(m MAC) []byte { return append(m[:], 0, 0) }
+
+// VTEPs returns the vteps map: another node's VTEP MAC → its underlay address.
+func (k *Kernel) VTEPs() (map[MAC]netip.Addr, error) {
+	out := map[MAC]netip.Addr{}
+	var key, value []byte
+	it := k.coll.Maps[mapVTEPs].Iterate()
+	for it.Next(&key, &value) {
+		var m MAC
+		copy(m[:], key)
+		out[m] = netip.AddrFrom4([4]byte(value))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("map %s: %w", mapVTEPs, err)
+	}
+	return out, nil
+}
+
+// PutVTEP adds or replaces a VTEP.
+func (k *Kernel) PutVTEP(m MAC, underlay netip.Addr) error {
+	if !underlay.Is4() {
+		return fmt.Errorf("fast path VTEP %s: underlay address %v is not IPv4", m, underlay)
+	}
+	if err := k.coll.Maps[mapVTEPs].Put(vtepKey(m), underlay.AsSlice()); err != nil {
+		return fmt.Errorf("fast path VTEP %s: %w", m, err)
+	}
+	return nil
+}
+
+// DeleteVTEP removes a VTEP (absent is fine).
+func (k *Kernel) DeleteVTEP(m MAC) error {
+	if err := deleteKey(k.coll.Maps[mapVTEPs], vtepKey(m)); err != nil {
+		return fmt.Errorf("fast path VTEP %s: %w", m, err)
+	}
+	return nil
+}

@@ -16,6 +16,8 @@ const (
 	mapRanges6    = "ranges6"
 	mapFlows      = "flows"
 	mapStats      = "stats"
+	mapTunnel     = "tunnel"
+	mapVTEPs      = "vteps"
 )
 
 // Role is where a program is attached.
@@ -30,21 +32,28 @@ const (
 	// device, or the underlay in native mode). Its packets may go to a pod of
 	// this node.
 	FromNodes
+	// FromTunnel: the underlay device the overlay's VXLAN packets come in
+	// on. It takes the VXLAN packets addressed to this node apart itself and
+	// delivers their inner packet to a pod of this node, when the inner
+	// packet qualifies as one from FromNodes would.
+	FromTunnel
 )
 
-func (r Role) String() string { return [...]string{"pod", "nodes"}[r] }
+func (r Role) String() string { return [...]string{"pod", "nodes", "tunnel"}[r] }
 
 // programNames are the programs by role.
-var programNames = [...]string{FromPod: "amime_fp_pod", FromNodes: "amime_fp_nodes"}
+var programNames = [...]string{FromPod: "amime_fp_pod", FromNodes: "amime_fp_nodes", FromTunnel: "amime_fp_tunnel"}
 
 // Counters of the stats map (per CPU), in the order of their indexes.
-var counterNames = []string{"redirected", "forwarded", "nat", "stack"}
+var counterNames = []string{"redirected", "forwarded", "nat", "stack", "encapsulated", "decapsulated"}
 
 const (
 	counterRedirected = iota
 	counterForwarded
 	counterNAT
 	counterStack
+	counterEncapsulated
+	counterDecapsulated
 )
 
 // valueSize is the size of an endpoint: ifindex (u32), the pod's MAC, the
@@ -53,6 +62,8 @@ const valueSize = 16
 
 // Offsets in struct __sk_buff (uapi, stable).
 const (
+	skbLen         = 0
+	skbPktType     = 4
 	skbVlanPresent = 20
 	skbIfindex     = 40
 	skbData        = 76
@@ -85,6 +96,9 @@ const (
 	stackCounter = -64
 	stackFIB     = -128
 	stackRange   = -152
+	stackVTEP    = -160 // the peer VTEP's MAC, zero-padded to 8 bytes: the key of the vteps map
+	stackPeer    = -168 // the peer VTEP's underlay address
+	stackMTU     = -176 // bpf_check_mtu's length in and MTU out
 	ctOptsSize   = 16
 	fibSize      = 64
 )
@@ -118,6 +132,50 @@ const (
 	flowTTL          = 1_000_000_000 // ns a flow's conntrack verdict is reused
 	programLicense   = "GPL"         // bpf_redirect_peer and the conntrack kfuncs are GPL-only
 	checksumOverflow = 0xffff
+	tcActShot        = 2
+	packetHost       = 0 // PACKET_HOST: the frame is addressed to the device's MAC
+	maxVTEPs         = 4096
+)
+
+// The overlay's encapsulation, as the kernel's VXLAN device writes it over an
+// IPv4 underlay: outer Ethernet, IPv4 (20), UDP (8), VXLAN (8), then the inner
+// frame with its own Ethernet header.
+const (
+	tunnelLen       = ip4Len + 8 + 8 + ethLen // the room the encapsulation adds, and where the inner frame starts
+	outerUDP        = ethLen + ip4Len
+	outerVXLAN      = outerUDP + 8
+	vxlanFlagsLE    = 0x08   // the VXLAN header's first word with the I flag alone (a valid VNI), read little-endian
+	outerIPHeadLE   = 0x0045 // version 4, 20 bytes, TOS 0
+	outerDFLE       = 0x0040 // don't fragment, offset 0: the segments are checked against the tunnel's MTU
+	outerTTLUDPLE   = 0x1140 // TTL 64, protocol UDP
+	tunnelPortMask  = 0x3fff // outer source ports 49152-65535, from the flow's hash, as ECMP and RSS expect
+	tunnelPortBase  = 0xc000
+	adjRoomMAC      = 1 // BPF_ADJ_ROOM_MAC: right after the Ethernet header
+	adjFixedGSO     = 1 << 0
+	adjEncapL3IPv4  = 1 << 1
+	adjEncapL4UDP   = 1 << 4
+	adjEncapL2Eth   = 1 << 6
+	adjDecapL3IPv4  = 1 << 7
+	adjDecapL3IPv6  = 1 << 8
+	adjEncapL2Shift = 56
+	mtuCheckSegs    = 1 // BPF_MTU_CHK_SEGS: check each segment of a GSO packet
+	// encapFlags: keep the segment size, mark the packet UDP-tunnelled with an
+	// inner Ethernet header, so that segmentation (where any) writes both
+	// headers per segment.
+	encapFlags = adjFixedGSO | adjEncapL3IPv4 | adjEncapL4UDP | adjEncapL2Eth | ethLen<<adjEncapL2Shift
+)
+
+// Offsets in the tunnel map's one value: the VXLAN device the FIB names for
+// other nodes' pods (0: no tunnel the program may take over), this node's
+// underlay address, the VNI as the VXLAN header carries it, the UDP port and
+// the device's MAC.
+const (
+	tunnelIfindex = 0
+	tunnelLocal   = 4
+	tunnelVNI     = 8
+	tunnelPort    = 12
+	tunnelMAC     = 16
+	tunnelSize    = 24
 )
 
 // kernelSymbols are what the program needs from the running kernel's BTF: the
@@ -175,8 +233,12 @@ func collectionSpec(syms kernelSymbols) *ebpf.CollectionSpec {
 			// Flows conntrack has judged fast, with when that verdict
 			// expires: per CPU, so that the two directions of a connection,
 			// handled on two CPUs, share no cache line.
-			mapFlows: {Name: mapFlows, Type: ebpf.LRUCPUHash, KeySize: 40, ValueSize: 8, MaxEntries: maxFlows},
-			mapStats: {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
+			mapFlows:  {Name: mapFlows, Type: ebpf.LRUCPUHash, KeySize: 40, ValueSize: 8, MaxEntries: maxFlows},
+			mapStats:  {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
+			mapTunnel: {Name: mapTunnel, Type: ebpf.Array, KeySize: 4, ValueSize: tunnelSize, MaxEntries: 1},
+			// The other nodes' VTEPs: MAC (zero-padded) → underlay IPv4
+			// address, the VXLAN device's forwarding database.
+			mapVTEPs: {Name: mapVTEPs, Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: maxVTEPs},
 		},
 		Programs: map[string]*ebpf.ProgramSpec{},
 	}
@@ -199,6 +261,8 @@ type family struct {
 	af                int32 // AF_INET or AF_INET6, for the FIB lookup
 	tupleSize         int32
 	proto, hops       int16
+	ethType           int64                   // the Ethernet type, as a little-endian half word
+	decapFlags        int32                   // bpf_skb_adjust_room's flags that take the tunnel off a packet of this family
 	header            func() asm.Instructions // checks of the IP header beyond its length (R8: the frame)
 	decrementHopLimit func() asm.Instructions // R8: the frame
 }
@@ -206,6 +270,7 @@ type family struct {
 var (
 	ipv4 = family{suffix: "4", minLen: ethLen + ip4Len + 4, src: ip4Src, dst: ip4Dst, ports: ethLen + ip4Len, addrLen: 4,
 		endpoints: mapEndpoints4, ranges: mapRanges4, af: 2, tupleSize: 12, proto: ip4Proto, hops: ip4TTL,
+		ethType: ethPIPv4LE, decapFlags: adjFixedGSO | adjDecapL3IPv4,
 		header: func() asm.Instructions {
 			return asm.Instructions{
 				// No options (their length would move the ports), no fragments.
@@ -232,6 +297,7 @@ var (
 		}}
 	ipv6 = family{suffix: "6", minLen: ethLen + ip6Len + 4, src: ip6Src, dst: ip6Dst, ports: ethLen + ip6Len, addrLen: 16,
 		endpoints: mapEndpoints6, ranges: mapRanges6, af: 10, tupleSize: 36, proto: ip6Next, hops: ip6Hops,
+		ethType: ethPIPv6LE, decapFlags: adjFixedGSO | adjDecapL3IPv6,
 		header: func() asm.Instructions { return nil }, // extension headers end on a protocol other than TCP or UDP
 		decrementHopLimit: func() asm.Instructions {
 			return asm.Instructions{
@@ -269,6 +335,21 @@ var (
 // limit one lower; into a local pod with bpf_redirect_peer, to another node
 // out of the FIB's device with bpf_redirect. Everything else goes on into the
 // stack unchanged (TC_ACT_OK).
+//
+// From the tunnel (FromTunnel), the frame is first checked to be a VXLAN
+// packet the node's VXLAN device would take: to this node's underlay address
+// and MAC, IPv4 without options or fragments and with a valid header
+// checksum, the overlay's UDP port without a UDP checksum, the VXLAN header
+// with the overlay's VNI and no other flag, an inner frame to the device's
+// MAC. The inner packet is then judged as one from FromNodes; when it goes
+// fast, the program takes the encapsulation off and delivers it.
+//
+// From a pod to another node's pod whose next hop the FIB says is the VXLAN
+// device, the program encapsulates the packet as that device would (its MAC
+// and the peer's from the FIB and the neighbour entry, the peer's underlay
+// address from the forwarding database the agent programs, mirrored in the
+// vteps map) and sends it out of the underlay device the FIB names for the
+// peer, when every segment fits the VXLAN device's MTU.
 func program(syms kernelSymbols, role Role) asm.Instructions {
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1), // R6: the skb, throughout
@@ -279,20 +360,115 @@ func program(syms kernelSymbols, role Role) asm.Instructions {
 		asm.Mov.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, ethLen),
 		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
-		asm.LoadMem(asm.R5, asm.R2, 12, asm.Half),
+	}
+	if role == FromTunnel {
+		insns = append(insns, tunnelHeaders()...)
+	}
+	insns = append(insns,
+		asm.LoadMem(asm.R5, asm.R2, int16(role.inner())+12, asm.Half),
 		asm.JEq.Imm(asm.R5, ethPIPv4LE, "ipv4"),
 		asm.JEq.Imm(asm.R5, ethPIPv6LE, "ipv6"),
 		asm.Ja.Label("stack"),
-	}
+	)
 	insns = append(insns, familyPath(ipv4, syms, role)...)
 	insns = append(insns, familyPath(ipv6, syms, role)...)
 	insns = append(insns, count(counterNAT, "nat")...)
 	insns = append(insns, asm.Ja.Label("ok"))
 	insns = append(insns, count(counterStack, "stack")...)
-	return append(insns,
+	insns = append(insns,
 		asm.Mov.Imm(asm.R0, tcActOK).WithSymbol("ok"),
 		asm.Return(),
 	)
+	if role == FromPod { // the verifier refuses unreachable code
+		insns = append(insns, asm.Mov.Imm(asm.R0, tcActShot).WithSymbol("drop"), asm.Return())
+	}
+	return insns
+}
+
+// inner is where the frame the program judges starts: after the tunnel's
+// headers on the tunnel's device.
+func (r Role) inner() int16 {
+	if r == FromTunnel {
+		return tunnelLen
+	}
+	return 0
+}
+
+// tunnelHeaders checks the outer headers of a frame from the underlay (R2:
+// the frame, R3: its end); anything but the overlay's VXLAN packets to this
+// node goes to the stack. R9 is the tunnel map's value on the way.
+func tunnelHeaders() asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, tunnelLen+ethLen),
+		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
+		asm.Mov.Reg(asm.R8, asm.R2),
+		asm.LoadMem(asm.R1, asm.R6, skbPktType, asm.Word),
+		asm.JNE.Imm(asm.R1, packetHost, "stack"),
+		asm.LoadMem(asm.R1, asm.R8, 12, asm.Half),
+		asm.JNE.Imm(asm.R1, ethPIPv4LE, "stack"),
+		asm.LoadMem(asm.R1, asm.R8, ethLen, asm.Byte),
+		asm.JNE.Imm(asm.R1, 0x45, "stack"),
+		asm.LoadMem(asm.R1, asm.R8, ethLen+6, asm.Half),
+		asm.And.Imm(asm.R1, ip4FragLE),
+		asm.JNE.Imm(asm.R1, 0, "stack"),
+		asm.LoadMem(asm.R1, asm.R8, ip4Proto, asm.Byte),
+		asm.JNE.Imm(asm.R1, protoUDP, "stack"),
+		// The whole frame is the outer packet (no padding to trim).
+		asm.LoadMem(asm.R1, asm.R8, ethLen+2, asm.Half),
+		asm.HostTo(asm.BE, asm.R1, asm.Half),
+		asm.LoadMem(asm.R2, asm.R6, skbLen, asm.Word),
+		asm.Sub.Imm(asm.R2, ethLen),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+	}
+	insns = append(insns, ipv4HeaderSum()...)
+	insns = append(insns,
+		asm.JNE.Imm(asm.R1, 0xffff, "stack"),
+		asm.LoadMapValue(asm.R9, 0, 0).WithReference(mapTunnel),
+		asm.LoadMem(asm.R1, asm.R9, tunnelLocal, asm.Word),
+		asm.LoadMem(asm.R2, asm.R8, ip4Dst, asm.Word),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		asm.LoadMem(asm.R1, asm.R9, tunnelPort, asm.Half),
+		asm.LoadMem(asm.R2, asm.R8, outerUDP+2, asm.Half),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		asm.LoadMem(asm.R2, asm.R8, outerUDP+6, asm.Half),
+		asm.JNE.Imm(asm.R2, 0, "stack"),
+		asm.LoadMem(asm.R2, asm.R8, outerVXLAN, asm.Word),
+		asm.JNE.Imm(asm.R2, vxlanFlagsLE, "stack"),
+		asm.LoadMem(asm.R1, asm.R9, tunnelVNI, asm.Word),
+		asm.LoadMem(asm.R2, asm.R8, outerVXLAN+4, asm.Word),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		asm.LoadMem(asm.R1, asm.R9, tunnelMAC, asm.Word),
+		asm.LoadMem(asm.R2, asm.R8, tunnelLen, asm.Word),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		asm.LoadMem(asm.R1, asm.R9, tunnelMAC+4, asm.Half),
+		asm.LoadMem(asm.R2, asm.R8, tunnelLen+4, asm.Half),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+		asm.Mov.Reg(asm.R2, asm.R8),
+	)
+	return insns
+}
+
+// ipv4HeaderSum leaves in R1 the folded ones' complement sum of the IPv4
+// header (without options) of the frame at R8: 0xffff when its checksum is
+// right, the checksum's complement when the checksum field is zero. Summing
+// little-endian half words gives the byte-swapped sum, which is what storing
+// the result as one writes back.
+func ipv4HeaderSum() asm.Instructions {
+	insns := asm.Instructions{asm.Mov.Imm(asm.R1, 0)}
+	for off := int16(0); off < ip4Len; off += 2 {
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.R8, ethLen+off, asm.Half),
+			asm.Add.Reg(asm.R1, asm.R2))
+	}
+	for range 2 {
+		insns = append(insns,
+			asm.Mov.Reg(asm.R2, asm.R1),
+			asm.RSh.Imm(asm.R2, 16),
+			asm.And.Imm(asm.R1, 0xffff),
+			asm.Add.Reg(asm.R1, asm.R2))
+	}
+	return insns
 }
 
 // familyPath is the program's path for one address family, from the label
@@ -301,7 +477,7 @@ func program(syms kernelSymbols, role Role) asm.Instructions {
 // node's pod).
 func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 	l := func(name string) string { return name + f.suffix }
-	insns := loadFrame(f, l("ipv"))
+	insns := loadFrame(f, l("ipv"), role.inner())
 	insns = append(insns, f.header()...)
 	insns = append(insns,
 		asm.LoadMem(asm.R5, asm.R8, f.hops, asm.Byte),
@@ -433,10 +609,15 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 	)
 
 	// Forward: the frame again.
-	insns = append(insns, loadFrame(f, l("forward"))...)
+	insns = append(insns, loadFrame(f, l("forward"), role.inner())...)
 	if role == FromPod {
 		insns = append(insns, asm.JNE.Imm(asm.R9, 0, l("local")))
 		insns = append(insns, remote(f, l)...)
+	}
+	delivered := counterRedirected
+	if role == FromTunnel {
+		insns = append(insns, decapsulate(f)...)
+		delivered = counterDecapsulated
 	}
 	// Into a pod of this node: its MACs, the hop limit.
 	insns = append(insns,
@@ -450,7 +631,7 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 		asm.StoreMem(asm.R8, 8, asm.R1, asm.Word),
 	)
 	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix+"l")...)
-	insns = append(insns, count(counterRedirected, l("redirect"))...)
+	insns = append(insns, count(delivered, l("redirect"))...)
 	return append(insns,
 		asm.LoadMem(asm.R1, asm.R9, 0, asm.Word),
 		asm.Mov.Imm(asm.R2, 0),
@@ -493,8 +674,13 @@ func remote(f family, l func(string) string) asm.Instructions {
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnFibLookup.Call(),
 		asm.JNE.Imm(asm.R0, 0, "stack"),
+		// Through the VXLAN device: the program encapsulates.
+		asm.LoadMapValue(asm.R9, 0, 0).WithReference(mapTunnel),
+		asm.LoadMem(asm.R1, asm.R9, tunnelIfindex, asm.Word),
+		asm.LoadMem(asm.R2, asm.RFP, stackFIB+fibIfindex, asm.Word),
+		asm.JEq.Reg(asm.R1, asm.R2, l("encap")),
 	)
-	insns = append(insns, loadFrame(f, "")...)
+	insns = append(insns, loadFrame(f, "", 0)...)
 	// The frame's addresses, dmac then smac, from the FIB's answer; in half
 	// words, as the answer's MACs are not word-aligned on the stack.
 	for i, off := range []int16{fibDMAC, fibDMAC + 2, fibDMAC + 4, fibSMAC, fibSMAC + 2, fibSMAC + 4} {
@@ -504,6 +690,150 @@ func remote(f family, l func(string) string) asm.Instructions {
 	}
 	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix+"r")...)
 	insns = append(insns, count(counterForwarded, l("forwarded"))...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.RFP, stackFIB+fibIfindex, asm.Word),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
+		asm.Return(),
+	)
+	return append(insns, encapsulate(f, l)...)
+}
+
+// encapsulate sends a packet to another node's pod through the overlay,
+// writing the VXLAN device's encapsulation itself (R9: the tunnel map's value;
+// the FIB's answer for the inner packet on the stack). It leaves the packet to
+// the stack, unchanged, when a segment would not fit the VXLAN device (the
+// stack answers with ICMP), when the forwarding database has no underlay
+// address for the next hop's MAC, or when the FIB has no complete answer for
+// that address.
+func encapsulate(f family, l func(string) string) asm.Instructions {
+	insns := asm.Instructions{
+		asm.StoreImm(asm.RFP, stackMTU, 0, asm.Word).WithSymbol(l("encap")),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.LoadMem(asm.R2, asm.R9, tunnelIfindex, asm.Word),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, stackMTU),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.Mov.Imm(asm.R5, mtuCheckSegs),
+		asm.FnCheckMtu.Call(),
+		asm.JNE.Imm(asm.R0, 0, "stack"),
+	}
+	// The peer VTEP's underlay address, by the next hop's MAC.
+	for off := int16(0); off < 6; off += 2 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.RFP, stackFIB+fibDMAC+off, asm.Half),
+			asm.StoreMem(asm.RFP, stackVTEP+off, asm.R1, asm.Half))
+	}
+	insns = append(insns,
+		asm.StoreImm(asm.RFP, stackVTEP+6, 0, asm.Half),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(mapVTEPs),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackVTEP),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "stack"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.StoreMem(asm.RFP, stackPeer, asm.R1, asm.Word),
+	)
+	// The underlay's next hop towards it.
+	for off := int16(0); off < fibSize; off += 4 {
+		insns = append(insns, asm.StoreImm(asm.RFP, stackFIB+off, 0, asm.Word))
+	}
+	insns = append(insns,
+		asm.StoreImm(asm.RFP, stackFIB+fibFamily, int64(ipv4.af), asm.Byte),
+		asm.StoreImm(asm.RFP, stackFIB+fibProto, protoUDP, asm.Byte),
+		asm.LoadMem(asm.R1, asm.R6, skbIfindex, asm.Word),
+		asm.StoreMem(asm.RFP, stackFIB+fibIfindex, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R9, tunnelLocal, asm.Word),
+		asm.StoreMem(asm.RFP, stackFIB+fibSrc, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.RFP, stackPeer, asm.Word),
+		asm.StoreMem(asm.RFP, stackFIB+fibDst, asm.R1, asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackFIB),
+		asm.Mov.Imm(asm.R3, fibSize),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnFibLookup.Call(),
+		asm.JNE.Imm(asm.R0, 0, "stack"),
+		// The outer source port spreads flows as the device's does.
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.FnGetHashRecalc.Call(),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		// Room for the outer IPv4, UDP and VXLAN headers and the inner
+		// Ethernet header, after the frame's Ethernet header (now the
+		// outer one). On failure the packet is as it was.
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, tunnelLen),
+		asm.Mov.Imm(asm.R3, adjRoomMAC),
+		asm.LoadImm(asm.R4, encapFlags, asm.DWord),
+		asm.FnSkbAdjustRoom.Call(),
+		asm.JNE.Imm(asm.R0, 0, "stack"),
+		asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R8),
+		asm.Add.Imm(asm.R4, int32(tunnelLen+f.minLen)),
+		asm.JGT.Reg(asm.R4, asm.R3, "drop"), // cannot happen: the room is linear
+	)
+	// Outer Ethernet: the underlay's next hop.
+	for i, off := range []int16{fibDMAC, fibDMAC + 2, fibDMAC + 4, fibSMAC, fibSMAC + 2, fibSMAC + 4} {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.RFP, stackFIB+off, asm.Half),
+			asm.StoreMem(asm.R8, int16(2*i), asm.R1, asm.Half))
+	}
+	insns = append(insns,
+		asm.StoreImm(asm.R8, 12, ethPIPv4LE, asm.Half),
+		// Outer IPv4.
+		asm.StoreImm(asm.R8, ethLen, outerIPHeadLE, asm.Half),
+		asm.LoadMem(asm.R1, asm.R6, skbLen, asm.Word),
+		asm.Sub.Imm(asm.R1, ethLen),
+		asm.HostTo(asm.BE, asm.R1, asm.Half),
+		asm.StoreMem(asm.R8, ethLen+2, asm.R1, asm.Half),
+		asm.StoreImm(asm.R8, ethLen+4, 0, asm.Half),
+		asm.StoreImm(asm.R8, ethLen+6, outerDFLE, asm.Half),
+		asm.StoreImm(asm.R8, ip4TTL, outerTTLUDPLE, asm.Half),
+		asm.StoreImm(asm.R8, ip4Check, 0, asm.Half),
+		asm.LoadMem(asm.R1, asm.R9, tunnelLocal, asm.Word),
+		asm.StoreMem(asm.R8, ip4Src, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.RFP, stackPeer, asm.Word),
+		asm.StoreMem(asm.R8, ip4Dst, asm.R1, asm.Word),
+		// UDP, without a checksum (as the device sends over IPv4).
+		asm.And.Imm(asm.R7, tunnelPortMask),
+		asm.Or.Imm(asm.R7, tunnelPortBase),
+		asm.HostTo(asm.BE, asm.R7, asm.Half),
+		asm.StoreMem(asm.R8, outerUDP, asm.R7, asm.Half),
+		asm.LoadMem(asm.R1, asm.R9, tunnelPort, asm.Half),
+		asm.StoreMem(asm.R8, outerUDP+2, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R6, skbLen, asm.Word),
+		asm.Sub.Imm(asm.R1, outerUDP),
+		asm.HostTo(asm.BE, asm.R1, asm.Half),
+		asm.StoreMem(asm.R8, outerUDP+4, asm.R1, asm.Half),
+		asm.StoreImm(asm.R8, outerUDP+6, 0, asm.Half),
+		// VXLAN.
+		asm.StoreImm(asm.R8, outerVXLAN, vxlanFlagsLE, asm.Word),
+		asm.LoadMem(asm.R1, asm.R9, tunnelVNI, asm.Word),
+		asm.StoreMem(asm.R8, outerVXLAN+4, asm.R1, asm.Word),
+	)
+	// Inner Ethernet: to the peer's VTEP MAC, from this node's.
+	for off := int16(0); off < 6; off += 2 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.RFP, stackVTEP+off, asm.Half),
+			asm.StoreMem(asm.R8, tunnelLen+off, asm.R1, asm.Half))
+	}
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R9, tunnelMAC, asm.Word),
+		asm.StoreMem(asm.R8, tunnelLen+6, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R9, tunnelMAC+4, asm.Half),
+		asm.StoreMem(asm.R8, tunnelLen+10, asm.R1, asm.Half),
+		asm.StoreImm(asm.R8, tunnelLen+12, f.ethType, asm.Half),
+	)
+	insns = append(insns, ipv4HeaderSum()...)
+	insns = append(insns,
+		asm.Xor.Imm(asm.R1, 0xffff),
+		asm.StoreMem(asm.R8, ip4Check, asm.R1, asm.Half),
+		// The inner packet's hop limit, as the node's routing would.
+		asm.Add.Imm(asm.R8, tunnelLen),
+	)
+	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix+"e")...)
+	insns = append(insns, count(counterEncapsulated, l("encapsulated"))...)
 	return append(insns,
 		asm.LoadMem(asm.R1, asm.RFP, stackFIB+fibIfindex, asm.Word),
 		asm.Mov.Imm(asm.R2, 0),
@@ -512,22 +842,41 @@ func remote(f family, l func(string) string) asm.Instructions {
 	)
 }
 
-// loadFrame points R8 at the frame and R3 at its end, and leaves frames too
+// decapsulate takes the tunnel's headers off a packet from the tunnel (the
+// outer Ethernet header stays, with the inner packet's type) and points R8 at
+// the frame again.
+func decapsulate(f family) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, -tunnelLen),
+		asm.Mov.Imm(asm.R3, adjRoomMAC),
+		asm.Mov.Imm(asm.R4, f.decapFlags),
+		asm.FnSkbAdjustRoom.Call(),
+		asm.JNE.Imm(asm.R0, 0, "stack"), // unchanged: the VXLAN device takes it
+	}
+	insns = append(insns, loadFrame(f, "", 0)...)
+	return append(insns, asm.StoreImm(asm.R8, 12, f.ethType, asm.Half))
+}
+
+// loadFrame points R8 at the frame (inner bytes into the packet) and R3 at its end, and leaves frames too
 // short for the family's headers and ports to the stack; its first
 // instruction carries symbol, if any. Helper calls invalidate packet
 // pointers, so the program loads the frame again after them.
-func loadFrame(f family, symbol string) asm.Instructions {
+func loadFrame(f family, symbol string, inner int16) asm.Instructions {
 	first := asm.LoadMem(asm.R8, asm.R6, skbData, asm.Word)
 	if symbol != "" {
 		first = first.WithSymbol(symbol)
 	}
-	return asm.Instructions{
-		first,
+	insns := asm.Instructions{first}
+	if inner != 0 {
+		insns = append(insns, asm.Add.Imm(asm.R8, int32(inner)))
+	}
+	return append(insns,
 		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R8),
 		asm.Add.Imm(asm.R4, int32(f.minLen)),
 		asm.JGT.Reg(asm.R4, asm.R3, "stack"),
-	}
+	)
 }
 
 // count adds one to a counter; the first instruction carries label.

@@ -85,16 +85,16 @@ func newFixture(t *testing.T, name string, endpoints map[netip.Addr]Endpoint, cm
 // that came in on lo.
 func (fx *fixture) run(t *testing.T, role Role, in []byte) (uint32, []byte) {
 	t.Helper()
-	out := make([]byte, len(in)+256)
+	opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: skbContext{IfIndex: loIndex}}
 	var ret uint32
 	err := netns.Do(netns.Path(fx.ns), func() (err error) {
-		ret, err = fx.k.coll.Programs[programNames[role]].Run(&ebpf.RunOptions{Data: in, DataOut: out, Context: skbContext{IfIndex: loIndex}})
+		ret, err = fx.k.coll.Programs[programNames[role]].Run(opts)
 		return err
 	})
 	if err != nil {
 		t.Fatalf("test run: %v", err)
 	}
-	return ret, out[:len(in)]
+	return ret, opts.DataOut
 }
 
 // connect makes a real connection in the fixture's namespace from src to dst
