@@ -31,6 +31,11 @@ type Dataplane interface {
 	Attached() map[int]Role
 	Attach(ifindex int, role Role) error
 	Detach(ifindex int) error
+	Tunnel() (Tunnel, error)
+	SetTunnel(Tunnel) error
+	VTEPs() (map[MAC]netip.Addr, error)
+	PutVTEP(MAC, netip.Addr) error
+	DeleteVTEP(MAC) error
 }
 
 // Local is the node as the controller programs it.
@@ -44,6 +49,13 @@ type Local struct {
 	// Ranges are pod ranges: true for the cluster's (another node's unless
 	// more specific false one matches), false for this node's.
 	Ranges map[netip.Prefix]bool
+	// Tunnel is the overlay's VXLAN device, when the programs can write its
+	// encapsulation (zero otherwise); Underlay is the device its packets
+	// come in on, and VTEPs its forwarding entries: another node's VTEP MAC
+	// → that node's underlay address.
+	Tunnel   Tunnel
+	Underlay int
+	VTEPs    map[MAC]netip.Addr
 }
 
 // Controller programs the fast path from the node's pod veths (discover) and,
@@ -153,11 +165,15 @@ func (c *Controller) sync() error {
 	if err != nil {
 		return fmt.Errorf("read the node's pod veths and routes: %w", err)
 	}
-	// The ranges first: the pod programs need them to forward to other nodes.
-	errs := []error{c.syncRanges(local.Ranges)}
+	// The ranges and the tunnel first: the pod programs need them to forward
+	// to other nodes.
+	errs := []error{c.syncRanges(local.Ranges), c.syncTunnel(local)}
 	roles := map[int]Role{}
 	for _, ep := range local.Endpoints {
 		roles[ep.IfIndex] = FromPod
+	}
+	if local.Tunnel.IfIndex != 0 && local.Underlay != 0 {
+		roles[local.Underlay] = FromTunnel
 	}
 	for idx := range local.Uplinks {
 		roles[idx] = FromNodes
@@ -175,6 +191,24 @@ func (c *Controller) sync() error {
 	}
 	errs = append(errs, applyDiff(programmed, want, c.dp.Put, c.dp.Delete)...)
 	c.status.Endpoints, c.status.Interfaces = len(want), len(c.dp.Attached())
+	return errors.Join(errs...)
+}
+
+// syncTunnel programs the VTEPs, then the tunnel: a VTEP missing only sends
+// its packets through the stack.
+func (c *Controller) syncTunnel(local Local) error {
+	programmed, err := c.dp.VTEPs()
+	if err != nil {
+		return err
+	}
+	errs := applyDiff(programmed, local.VTEPs, c.dp.PutVTEP, c.dp.DeleteVTEP)
+	cur, err := c.dp.Tunnel()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	if cur != local.Tunnel {
+		errs = append(errs, c.dp.SetTunnel(local.Tunnel))
+	}
 	return errors.Join(errs...)
 }
 

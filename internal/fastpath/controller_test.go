@@ -16,11 +16,28 @@ type fakeDataplane struct {
 	endpoints map[netip.Addr]Endpoint
 	ranges    map[netip.Prefix]bool
 	attached  map[int]Role
+	tunnel    Tunnel
+	vteps     map[MAC]netip.Addr
 	failPut   bool
 }
 
 func newFake() *fakeDataplane {
-	return &fakeDataplane{endpoints: map[netip.Addr]Endpoint{}, ranges: map[netip.Prefix]bool{}, attached: map[int]Role{}}
+	return &fakeDataplane{endpoints: map[netip.Addr]Endpoint{}, ranges: map[netip.Prefix]bool{}, attached: map[int]Role{},
+		vteps: map[MAC]netip.Addr{}}
+}
+
+func (f *fakeDataplane) Tunnel() (Tunnel, error)  { return f.tunnel, nil }
+func (f *fakeDataplane) SetTunnel(t Tunnel) error { f.tunnel = t; return nil }
+func (f *fakeDataplane) DeleteVTEP(m MAC) error   { delete(f.vteps, m); return nil }
+func (f *fakeDataplane) VTEPs() (map[MAC]netip.Addr, error) {
+	return maps.Clone(f.vteps), nil
+}
+func (f *fakeDataplane) PutVTEP(m MAC, a netip.Addr) error {
+	if f.tunnel.IfIndex != 0 {
+		return errors.New("VTEP written after the tunnel was turned on")
+	}
+	f.vteps[m] = a
+	return nil
 }
 
 func (f *fakeDataplane) Endpoints() (map[netip.Addr]Endpoint, error) {
@@ -188,5 +205,38 @@ func TestEndpoints(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, endpoints(routes, veths, ranges)); diff != "" {
 		t.Errorf("endpoints (-want +got):\n%s", diff)
+	}
+}
+
+// TestControllerTakesOverTheTunnel: in overlay mode the controller programs
+// the VTEPs before the tunnel, attaches the tunnel program to the underlay,
+// follows the forwarding entries, and turns it all off when the tunnel goes.
+func TestControllerTakesOverTheTunnel(t *testing.T) {
+	f := newFake()
+	peer1, peer2 := MAC{0x0e, 0, 0, 0, 0, 1}, MAC{0x0e, 0, 0, 0, 0, 2}
+	tun := Tunnel{IfIndex: 2, Local: netip.MustParseAddr("192.168.1.1"), VNI: 1, Port: 8472, MAC: MAC{0x0e, 0, 0, 0, 0, 9}}
+	local := Local{Endpoints: newNode(), Uplinks: map[int]bool{2: true}, Ranges: clusterRanges, Tunnel: tun, Underlay: 3,
+		VTEPs: map[MAC]netip.Addr{peer1: netip.MustParseAddr("192.168.1.2")}}
+	c := NewController(f, func() (Local, error) { return local, nil }, slog.New(slog.DiscardHandler))
+	syncOnce(t, c)
+	if f.tunnel != tun || f.attached[3] != FromTunnel || f.attached[2] != FromNodes || len(f.vteps) != 1 {
+		t.Fatalf("tunnel %+v, attached %v, VTEPs %v", f.tunnel, f.attached, f.vteps)
+	}
+	// A node joins, another leaves: the VTEPs follow. (The fake refuses VTEP
+	// writes once the tunnel is on, so lift it for this step.)
+	local.VTEPs = map[MAC]netip.Addr{peer2: netip.MustParseAddr("192.168.1.3")}
+	f.tunnel = Tunnel{}
+	syncOnce(t, c)
+	if want := (map[MAC]netip.Addr{peer2: netip.MustParseAddr("192.168.1.3")}); !maps.Equal(f.vteps, want) || f.tunnel != tun {
+		t.Errorf("VTEPs %v (want %v), tunnel %+v", f.vteps, want, f.tunnel)
+	}
+	// Native mode: no tunnel, no tunnel program, no VTEPs.
+	local.Tunnel, local.Underlay, local.VTEPs = Tunnel{}, 0, nil
+	syncOnce(t, c)
+	if f.tunnel != (Tunnel{}) || len(f.vteps) != 0 {
+		t.Errorf("after the tunnel went: tunnel %+v, VTEPs %v", f.tunnel, f.vteps)
+	}
+	if _, ok := f.attached[3]; ok {
+		t.Errorf("the tunnel program is still attached: %v", f.attached)
 	}
 }

@@ -59,8 +59,12 @@ func Discover(clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix) func(
 			return Local{}, fmt.Errorf("list links: %w", err)
 		}
 		veths := map[int]MAC{}
+		vxlans := map[int]*netlink.Vxlan{}
 		for _, l := range links {
 			a := l.Attrs()
+			if vx, ok := l.(*netlink.Vxlan); ok {
+				vxlans[a.Index] = vx
+			}
 			if l.Type() != "veth" || !strings.HasPrefix(a.Name, routing.PodVethPrefix) || len(a.HardwareAddr) != 6 {
 				continue
 			}
@@ -99,8 +103,56 @@ func Discover(clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix) func(
 			}
 		}
 		own := podCIDRs()
-		return Local{Endpoints: endpoints(routes, veths, own), Uplinks: uplinks, Ranges: ranges(clusterCIDRs, own)}, nil
+		local := Local{Endpoints: endpoints(routes, veths, own), Uplinks: uplinks, Ranges: ranges(clusterCIDRs, own)}
+		for idx := range uplinks {
+			if vx := vxlans[idx]; vx != nil {
+				if err := discoverTunnel(vx, &local); err != nil {
+					return Local{}, err
+				}
+			}
+		}
+		return local, nil
 	}
+}
+
+// discoverTunnel sets the tunnel of local from the VXLAN device the routes to
+// other nodes' pods go into, when the programs write its encapsulation as it
+// does: an IPv4 underlay through a given device, one VNI, no UDP checksum, no
+// TOS, the default TTL, no extensions. Its forwarding entries become the
+// VTEPs, but for MACs with more than one destination (replication), which the
+// device keeps.
+func discoverTunnel(vx *netlink.Vxlan, local *Local) error {
+	src, ok := netip.AddrFromSlice(vx.SrcAddr)
+	if !ok || !src.Unmap().Is4() || vx.VtepDevIndex == 0 || vx.Port == 0 || vx.FlowBased || vx.GBP || vx.UDPCSum ||
+		vx.TOS != 0 || vx.TTL != 0 || len(vx.HardwareAddr) != 6 {
+		return nil
+	}
+	entries, err := netlink.NeighList(vx.Index, unix.AF_BRIDGE)
+	if err != nil {
+		return fmt.Errorf("list the forwarding entries of %s: %w", vx.Name, err)
+	}
+	vteps := map[MAC]netip.Addr{}
+	seen := map[MAC]int{}
+	for _, n := range entries {
+		dst, ok := netip.AddrFromSlice(n.IP)
+		if !ok || len(n.HardwareAddr) != 6 {
+			continue
+		}
+		var m MAC
+		copy(m[:], n.HardwareAddr)
+		if dst = dst.Unmap(); !dst.Is4() || m == (MAC{}) {
+			continue
+		}
+		if seen[m]++; seen[m] > 1 {
+			delete(vteps, m)
+			continue
+		}
+		vteps[m] = dst
+	}
+	local.Tunnel = Tunnel{IfIndex: vx.Index, Local: src.Unmap(), VNI: uint32(vx.VxlanId), Port: uint16(vx.Port)}
+	copy(local.Tunnel.MAC[:], vx.HardwareAddr)
+	local.Underlay, local.VTEPs = vx.VtepDevIndex, vteps
+	return nil
 }
 
 // ranges marks the cluster's pod ranges remote and the node's own local.
@@ -115,11 +167,12 @@ func ranges(cluster, own []netip.Prefix) map[netip.Prefix]bool {
 	return out
 }
 
-// Watch calls changed whenever a route or link of the current namespace
-// changes, until ctx ends.
+// Watch calls changed whenever a route, a link or a forwarding entry of the
+// current namespace changes, until ctx ends.
 func Watch(ctx context.Context, changed func()) error {
 	routes := make(chan netlink.RouteUpdate, 64)
 	links := make(chan netlink.LinkUpdate, 64)
+	neighbours := make(chan netlink.NeighUpdate, 64)
 	done := make(chan struct{})
 	go func() { <-ctx.Done(); close(done) }()
 	if err := netlink.RouteSubscribe(routes, done); err != nil {
@@ -127,6 +180,9 @@ func Watch(ctx context.Context, changed func()) error {
 	}
 	if err := netlink.LinkSubscribe(links, done); err != nil {
 		return fmt.Errorf("watch links: %w", err)
+	}
+	if err := netlink.NeighSubscribe(neighbours, done); err != nil {
+		return fmt.Errorf("watch forwarding entries: %w", err)
 	}
 	for {
 		select {
@@ -139,6 +195,13 @@ func Watch(ctx context.Context, changed func()) error {
 		case _, ok := <-links:
 			if !ok {
 				return fmt.Errorf("link watch ended")
+			}
+		case u, ok := <-neighbours:
+			if !ok {
+				return fmt.Errorf("forwarding entry watch ended")
+			}
+			if u.Family != unix.AF_BRIDGE {
+				continue // ARP and NDP: the programs' FIB lookups follow them
 			}
 		}
 		changed()
