@@ -117,13 +117,14 @@ func Discover(clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix) func(
 
 // discoverTunnel sets the tunnel of local from the VXLAN device the routes to
 // other nodes' pods go into, when the programs write its encapsulation as it
-// does: an IPv4 underlay through a given device, one VNI, no UDP checksum, no
-// TOS, the default TTL, no extensions. Its forwarding entries become the
-// VTEPs, but for MACs with more than one destination (replication), which the
-// device keeps.
+// does: an IPv4 underlay through a given device, one VNI, no TOS, the default
+// TTL, no extensions. (The programs send no UDP checksum whatever the
+// device's udpcsum: RFC 7348 recommends zero, and receivers must accept it.)
+// Its forwarding entries become the VTEPs, but for MACs with more than one
+// destination (replication), which the device keeps.
 func discoverTunnel(vx *netlink.Vxlan, local *Local) error {
 	src, ok := netip.AddrFromSlice(vx.SrcAddr)
-	if !ok || !src.Unmap().Is4() || vx.VtepDevIndex == 0 || vx.Port == 0 || vx.FlowBased || vx.GBP || vx.UDPCSum ||
+	if !ok || !src.Unmap().Is4() || vx.VtepDevIndex == 0 || vx.Port == 0 || vx.FlowBased || vx.GBP ||
 		vx.TOS != 0 || vx.TTL != 0 || len(vx.HardwareAddr) != 6 {
 		return nil
 	}

@@ -71,7 +71,8 @@ func requests(t *testing.T, ns, pod, url string, n int) int {
 // connection's packets after its opening take the fast path (the agent's
 // count of redirected packets grows) and the server sees the client's own
 // address, for TCP and UDP; between pods of two nodes the sending node
-// forwards them and the receiving one delivers them; the replies of a Service
+// encapsulates them into the overlay and the receiving one takes them out and
+// delivers them; the replies of a Service
 // connection are left to the stack for their reverse NAT (the nat count
 // grows) and reach the client; a policy selecting the server takes it off the
 // fast path before its rules apply, so the client is denied, and deleting the
@@ -131,20 +132,31 @@ spec:
 	if got := after["redirected"] - before["redirected"]; got < 2 {
 		t.Errorf("%d packets redirected for two UDP exchanges on one socket, want at least the second's 2 (counters %v → %v)", got, before, after)
 	}
-	// Across nodes: node 2 forwards, node 1 delivers.
+	// Across nodes, through the overlay: node 2 encapsulates, node 1 takes
+	// the tunnel off and delivers, and the answers go back the same way. The
+	// server still sees the client's own address.
 	before, before2 := after, fastPathMetrics(t, 2)
 	if n := requests(t, ns, "far", serverURL, 5); n != 5 {
 		t.Fatalf("%d of 5 requests from node 2 answered", n)
 	}
 	after, after2 := fastPathMetrics(t, 1), fastPathMetrics(t, 2)
-	if got := after2["forwarded"] - before2["forwarded"]; got < 5 {
-		t.Errorf("node 2 forwarded %d packets of five requests to node 1, want at least 5 (counters %v → %v)", got, before2, after2)
+	for _, c := range []struct {
+		node          int
+		result, what  string
+		before, after map[string]int
+	}{
+		{2, "encapsulated", "requests to node 1", before2, after2},
+		{1, "decapsulated", "requests from node 2", before, after},
+		{1, "encapsulated", "answers to node 2", before, after},
+		{2, "decapsulated", "answers from node 1", before2, after2},
+	} {
+		if got := c.after[c.result] - c.before[c.result]; got < 5 {
+			t.Errorf("node %d %s %d packets of five %s, want at least 5 (counters %v → %v)", c.node, c.result, got, c.what, c.before, c.after)
+		}
 	}
-	if got := after["redirected"] - before["redirected"]; got < 5 {
-		t.Errorf("node 1 delivered %d packets of five requests from node 2, want at least 5 (counters %v → %v)", got, before, after)
-	}
-	if got := after["forwarded"] - before["forwarded"]; got < 5 {
-		t.Errorf("node 1 forwarded %d packets of five answers to node 2, want at least 5 (counters %v → %v)", got, before, after)
+	far := readyPodsByName(t, ns, "far")
+	if seen := dial(t, ns, "far", "http", server.Status.PodIP, 8080); seen != far.Status.PodIP {
+		t.Errorf("node 2 → node 1 through the overlay: seen as %q, want %s", seen, far.Status.PodIP)
 	}
 
 	svcIP := strings.TrimSpace(mustKubectl(t, "get", "service", "-n", ns, "server", "-o", "jsonpath={.spec.clusterIP}"))
