@@ -1,9 +1,13 @@
-// Package fastpath takes packets between two pods of one node off the node's
-// IP stack: a tc program on each pod's node-side veth hands them straight to
-// the destination pod (bpf_redirect_peer) when the stack would do nothing to
-// them but forward them (program.go says exactly when). The controller keeps
-// the program's endpoint maps equal to the node's pods that no NetworkPolicy
-// selects, and attached to every pod veth.
+// Package fastpath takes packets between pods off the nodes' IP stacks: a tc
+// program on each pod's node-side veth hands them straight to the destination
+// pod (bpf_redirect_peer) or towards the other node (bpf_redirect, natively or
+// wrapped in the overlay's VXLAN headers by the program itself) when the stack
+// would do nothing to them but forward them (program.go says exactly when);
+// programs on the devices other nodes' packets come in on deliver them, taking
+// the overlay's headers off on the underlay. The controller keeps the
+// programs' maps equal to the node's pods that no NetworkPolicy selects, the
+// pod ranges and the VXLAN device's forwarding entries, and the programs
+// attached to every pod veth and those devices.
 package fastpath
 
 import (

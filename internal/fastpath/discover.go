@@ -120,8 +120,7 @@ func Discover(clusterCIDRs []netip.Prefix, podCIDRs func() []netip.Prefix) func(
 // does: an IPv4 underlay through a given device, one VNI, no TOS, the default
 // TTL, no extensions. (The programs send no UDP checksum whatever the
 // device's udpcsum: RFC 7348 recommends zero, and receivers must accept it.)
-// Its forwarding entries become the VTEPs, but for MACs with more than one
-// destination (replication), which the device keeps.
+// Its unicast forwarding entries become the VTEPs.
 func discoverTunnel(vx *netlink.Vxlan, local *Local) error {
 	src, ok := netip.AddrFromSlice(vx.SrcAddr)
 	if !ok || !src.Unmap().Is4() || vx.VtepDevIndex == 0 || vx.Port == 0 || vx.FlowBased || vx.GBP ||
@@ -133,7 +132,6 @@ func discoverTunnel(vx *netlink.Vxlan, local *Local) error {
 		return fmt.Errorf("list the forwarding entries of %s: %w", vx.Name, err)
 	}
 	vteps := map[MAC]netip.Addr{}
-	seen := map[MAC]int{}
 	for _, n := range entries {
 		dst, ok := netip.AddrFromSlice(n.IP)
 		if !ok || len(n.HardwareAddr) != 6 {
@@ -141,11 +139,9 @@ func discoverTunnel(vx *netlink.Vxlan, local *Local) error {
 		}
 		var m MAC
 		copy(m[:], n.HardwareAddr)
-		if dst = dst.Unmap(); !dst.Is4() || m == (MAC{}) {
-			continue
-		}
-		if seen[m]++; seen[m] > 1 {
-			delete(vteps, m)
+		// The all-zero MAC's entries flood unknown destinations; only they
+		// (and multicast MACs) may have more than one destination.
+		if dst = dst.Unmap(); !dst.Is4() || m == (MAC{}) || m[0]&1 != 0 {
 			continue
 		}
 		vteps[m] = dst

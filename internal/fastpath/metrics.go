@@ -22,7 +22,7 @@ func NewCollector(counters func() (map[string]uint64, error), status func() Stat
 			"Packets seen by the fast path on pods' veths and the devices other nodes' packets come in on, by result: redirected (delivered into a pod of this node, skipping the node's stack), forwarded (sent towards another node's pod, skipping it), encapsulated (sent to another node's pod through the overlay, encapsulated by the program instead of the VXLAN device), decapsulated (taken out of the overlay by the program and delivered into a pod of this node), nat (left to the stack: their connection's addresses are rewritten), stack (left to the stack: anything else).",
 			[]string{"result"}, nil),
 		endpoints:  prometheus.NewDesc("amime_fastpath_endpoints", "Pod addresses the fast path delivers to and accepts from.", nil, nil),
-		ifaces:     prometheus.NewDesc("amime_fastpath_interfaces", "Pod veths the fast path program is attached to.", nil, nil),
+		ifaces:     prometheus.NewDesc("amime_fastpath_interfaces", "Interfaces a fast path program is attached to: pod veths, and the devices other nodes' packets come in on.", nil, nil),
 		syncErrors: prometheus.NewDesc("amime_fastpath_sync_failing", "1 while the last fast path sync failed.", nil, nil),
 		lastSync:   prometheus.NewDesc("amime_fastpath_last_sync_timestamp_seconds", "Time of the last fast path sync.", nil, nil),
 	}

@@ -295,3 +295,64 @@ func TestKernelTunnelMaps(t *testing.T) {
 		t.Errorf("VTEPs after a delete: %v", got)
 	}
 }
+
+// TestDiscoverTunnel: discovery takes the VXLAN device the routes to other
+// nodes' pods go into, its underlay and its unicast forwarding entries (not
+// the all-zero flooding ones, nor multicast ones), and leaves a device
+// whose encapsulation the programs would not write alike to itself.
+func TestDiscoverTunnel(t *testing.T) {
+	skipUnlessRoot(t)
+	vxlanCmds := func(extra ...string) [][]string {
+		return [][]string{
+			append([]string{"ip", "link", "add", "amime.vxlan", "address", vtepHere.String(), "type", "vxlan", "id", "1", "dstport", "8472",
+				"local", "192.168.88.1", "dev", "eth0", "nolearning"}, extra...),
+			{"ip", "link", "set", "amime.vxlan", "up"},
+			{"bridge", "fdb", "append", vtepThere.String(), "dev", "amime.vxlan", "dst", "192.168.88.2"},
+			{"bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "amime.vxlan", "dst", "192.168.88.3"},
+			{"bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "amime.vxlan", "dst", "192.168.88.4"},
+			{"bridge", "fdb", "append", "01:00:5e:00:00:01", "dev", "amime.vxlan", "dst", "192.168.88.5"},
+			{"ip", "route", "add", "10.45.0.0/24", "via", "10.45.0.0", "dev", "amime.vxlan", "onlink", "proto", "161"},
+		}
+	}
+	ns := testNetns(t, "discover", append([][]string{
+		{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"},
+		{"ip", "link", "set", "eth0", "up"},
+		{"ip", "addr", "add", "192.168.88.1/24", "dev", "eth0"},
+	}, vxlanCmds()...)...)
+	discover := Discover([]netip.Prefix{netip.MustParsePrefix("10.44.0.0/14")}, func() []netip.Prefix {
+		return []netip.Prefix{netip.MustParsePrefix("10.44.0.0/24")}
+	})
+	read := func() (local Local, vx, eth0 int) {
+		t.Helper()
+		err := netns.Do(netns.Path(ns), func() (err error) {
+			if local, err = discover(); err != nil {
+				return err
+			}
+			for name, idx := range map[string]*int{"amime.vxlan": &vx, "eth0": &eth0} {
+				l, err := net.InterfaceByName(name)
+				if err != nil {
+					return err
+				}
+				*idx = l.Index
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return local, vx, eth0
+	}
+	local, vx, eth0 := read()
+	want := Tunnel{IfIndex: vx, Local: netip.MustParseAddr("192.168.88.1"), VNI: 1, Port: 8472, MAC: vtepHere}
+	if local.Tunnel != want || local.Underlay != eth0 || !local.Uplinks[vx] {
+		t.Errorf("tunnel %+v on %d, uplinks %v; want %+v on %d", local.Tunnel, local.Underlay, local.Uplinks, want, eth0)
+	}
+	if vteps := (map[MAC]netip.Addr{vtepThere: netip.MustParseAddr("192.168.88.2")}); !maps.Equal(local.VTEPs, vteps) {
+		t.Errorf("VTEPs %v, want %v", local.VTEPs, vteps)
+	}
+	// A fixed TTL is not what the programs write.
+	inNetns(t, ns, append([][]string{{"ip", "link", "del", "amime.vxlan"}}, vxlanCmds("ttl", "10")...)...)
+	if local, _, _ := read(); local.Tunnel != (Tunnel{}) || local.Underlay != 0 || local.VTEPs != nil {
+		t.Errorf("a VXLAN device with a fixed TTL was taken over: %+v on %d, VTEPs %v", local.Tunnel, local.Underlay, local.VTEPs)
+	}
+}
