@@ -3,8 +3,11 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -211,4 +214,46 @@ spec:
 		}
 		return nil
 	})
+
+	// A policy that selects the server and admits everyone: node 1 leaves the
+	// server to its stack, so its VXLAN device takes apart what node 2's
+	// program wraps, the GSO packets of a bulk transfer included.
+	endpoints = fastPathMetrics(t, 1)["endpoints"]
+	apply(t, fmt.Sprintf(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-server, namespace: %s}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  ingress: [{}]
+`, ns))
+	eventually(t, 10*time.Second, "the server off the fast path", func() error {
+		if m := fastPathMetrics(t, 1); m["endpoints"] >= endpoints {
+			return fmt.Errorf("%d endpoints, had %d", m["endpoints"], endpoints)
+		}
+		return nil
+	})
+	before2 = fastPathMetrics(t, 2)
+	const bulk = 8_000_000
+	sinkCtx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	sink := exec.CommandContext(sinkCtx, *amimeBin, append(append([]string{"lab", "exec"}, labFlags...),
+		"-n", ns, "server", "--", "sh", "-c", "timeout 30 nc -l 9000 | wc -c")...)
+	var received bytes.Buffer
+	sink.Stdout = &received
+	if err := sink.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "a bulk transfer from node 2 to the server", func() error {
+		_, err := amime(t, "lab", "exec", "-n", ns, "far", "--", "sh", "-c",
+			fmt.Sprintf("head -c %d /dev/zero | timeout 10 nc -N %s 9000", bulk, server.Status.PodIP))
+		return err
+	})
+	if err := sink.Wait(); err != nil || strings.TrimSpace(received.String()) != strconv.Itoa(bulk) {
+		t.Errorf("the server received %q bytes (%v), want %d", strings.TrimSpace(received.String()), err, bulk)
+	}
+	if got := fastPathMetrics(t, 2)["encapsulated"] - before2["encapsulated"]; got < 50 {
+		t.Errorf("node 2 encapsulated %d packets of an %d-byte transfer, want at least 50", got, bulk)
+	}
 }
