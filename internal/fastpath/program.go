@@ -644,10 +644,7 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 // names, with the next hop's MACs; without a complete answer (no neighbour
 // yet, too big for the device, no route) the stack takes it. R8: the frame.
 func remote(f family, l func(string) string) asm.Instructions {
-	insns := asm.Instructions{}
-	for off := int16(0); off < fibSize; off += 4 {
-		insns = append(insns, asm.StoreImm(asm.RFP, stackFIB+off, 0, asm.Word))
-	}
+	insns := clearFIB()
 	insns = append(insns,
 		asm.StoreImm(asm.RFP, stackFIB+fibFamily, int64(f.af), asm.Byte),
 		asm.LoadMem(asm.R1, asm.R8, f.proto, asm.Byte),
@@ -666,14 +663,8 @@ func remote(f family, l func(string) string) asm.Instructions {
 			asm.LoadMem(asm.R1, asm.R8, f.dst+off, asm.Word),
 			asm.StoreMem(asm.RFP, stackFIB+fibDst+off, asm.R1, asm.Word))
 	}
+	insns = append(insns, fibLookup()...)
 	insns = append(insns,
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stackFIB),
-		asm.Mov.Imm(asm.R3, fibSize),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnFibLookup.Call(),
-		asm.JNE.Imm(asm.R0, 0, "stack"),
 		// Through the VXLAN device: the program encapsulates.
 		asm.LoadMapValue(asm.R9, 0, 0).WithReference(mapTunnel),
 		asm.LoadMem(asm.R1, asm.R9, tunnelIfindex, asm.Word),
@@ -735,9 +726,7 @@ func encapsulate(f family, l func(string) string) asm.Instructions {
 		asm.StoreMem(asm.RFP, stackPeer, asm.R1, asm.Word),
 	)
 	// The underlay's next hop towards it.
-	for off := int16(0); off < fibSize; off += 4 {
-		insns = append(insns, asm.StoreImm(asm.RFP, stackFIB+off, 0, asm.Word))
-	}
+	insns = append(insns, clearFIB()...)
 	insns = append(insns,
 		asm.StoreImm(asm.RFP, stackFIB+fibFamily, int64(ipv4.af), asm.Byte),
 		asm.StoreImm(asm.RFP, stackFIB+fibProto, protoUDP, asm.Byte),
@@ -747,13 +736,9 @@ func encapsulate(f family, l func(string) string) asm.Instructions {
 		asm.StoreMem(asm.RFP, stackFIB+fibSrc, asm.R1, asm.Word),
 		asm.LoadMem(asm.R1, asm.RFP, stackPeer, asm.Word),
 		asm.StoreMem(asm.RFP, stackFIB+fibDst, asm.R1, asm.Word),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stackFIB),
-		asm.Mov.Imm(asm.R3, fibSize),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnFibLookup.Call(),
-		asm.JNE.Imm(asm.R0, 0, "stack"),
+	)
+	insns = append(insns, fibLookup()...)
+	insns = append(insns,
 		// The outer source port spreads flows as the device's does.
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.FnGetHashRecalc.Call(),
@@ -856,6 +841,29 @@ func decapsulate(f family) asm.Instructions {
 	}
 	insns = append(insns, loadFrame(f, "", 0)...)
 	return append(insns, asm.StoreImm(asm.R8, 12, f.ethType, asm.Half))
+}
+
+// clearFIB zeroes the FIB lookup's parameters on the stack.
+func clearFIB() asm.Instructions {
+	var insns asm.Instructions
+	for off := int16(0); off < fibSize; off += 4 {
+		insns = append(insns, asm.StoreImm(asm.RFP, stackFIB+off, 0, asm.Word))
+	}
+	return insns
+}
+
+// fibLookup asks the FIB with the parameters on the stack, where the answer
+// comes back; anything but a complete answer leaves the packet to the stack.
+func fibLookup() asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackFIB),
+		asm.Mov.Imm(asm.R3, fibSize),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnFibLookup.Call(),
+		asm.JNE.Imm(asm.R0, 0, "stack"),
+	}
 }
 
 // loadFrame points R8 at the frame (inner bytes into the packet) and R3 at its end, and leaves frames too

@@ -180,21 +180,7 @@ spec:
 
 	// A policy selects the server: it leaves the fast path, and the client is
 	// denied from the first packet the rules see.
-	endpoints := after["endpoints"]
-	apply(t, fmt.Sprintf(`
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: deny-server, namespace: %s}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  policyTypes: [Ingress]
-`, ns))
-	eventually(t, 10*time.Second, "the server off the fast path", func() error {
-		if m := fastPathMetrics(t, 1); m["endpoints"] >= endpoints {
-			return fmt.Errorf("%d endpoints, had %d", m["endpoints"], endpoints)
-		}
-		return nil
-	})
+	selectServer(t, ns, "deny-server", "")
 	for _, proto := range []struct {
 		name string
 		port int
@@ -218,22 +204,7 @@ spec:
 	// A policy that selects the server and admits everyone: node 1 leaves the
 	// server to its stack, so its VXLAN device takes apart what node 2's
 	// program wraps, the GSO packets of a bulk transfer included.
-	endpoints = fastPathMetrics(t, 1)["endpoints"]
-	apply(t, fmt.Sprintf(`
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: allow-server, namespace: %s}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  policyTypes: [Ingress]
-  ingress: [{}]
-`, ns))
-	eventually(t, 10*time.Second, "the server off the fast path", func() error {
-		if m := fastPathMetrics(t, 1); m["endpoints"] >= endpoints {
-			return fmt.Errorf("%d endpoints, had %d", m["endpoints"], endpoints)
-		}
-		return nil
-	})
+	selectServer(t, ns, "allow-server", "ingress: [{}]")
 	before2 = fastPathMetrics(t, 2)
 	const bulk = 8_000_000
 	sinkCtx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
@@ -256,4 +227,27 @@ spec:
 	if got := fastPathMetrics(t, 2)["encapsulated"] - before2["encapsulated"]; got < 50 {
 		t.Errorf("node 2 encapsulated %d packets of an %d-byte transfer, want at least 50", got, bulk)
 	}
+}
+
+// selectServer applies an ingress policy named name that selects the pods
+// labelled app=server (on node 1), with the given ingress rules (YAML, or none:
+// it denies), and waits until the fast path has let go of the server.
+func selectServer(t *testing.T, ns, name, ingress string) {
+	t.Helper()
+	endpoints := fastPathMetrics(t, 1)["endpoints"]
+	apply(t, fmt.Sprintf(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: %s, namespace: %s}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Ingress]
+  %s
+`, name, ns, ingress))
+	eventually(t, 10*time.Second, "the server off the fast path", func() error {
+		if m := fastPathMetrics(t, 1); m["endpoints"] >= endpoints {
+			return fmt.Errorf("%d endpoints, had %d", m["endpoints"], endpoints)
+		}
+		return nil
+	})
 }
