@@ -67,6 +67,7 @@ const (
 	skbVlanPresent = 20
 	skbIfindex     = 40
 	skbData        = 76
+	skbGSOSize     = 176
 	skbDataEnd     = 80
 )
 
@@ -341,8 +342,9 @@ var (
 // and MAC, IPv4 without options or fragments and with a valid header
 // checksum, the overlay's UDP port without a UDP checksum, the VXLAN header
 // with the overlay's VNI and no other flag, an inner frame to the device's
-// MAC. The inner packet is then judged as one from FromNodes; when it goes
-// fast, the program takes the encapsulation off and delivers it.
+// MAC, and not a GSO packet (tunnelHeaders says why). The inner packet is
+// then judged as one from FromNodes; when it goes fast, the program takes the
+// encapsulation off and delivers it.
 //
 // From a pod to another node's pod whose next hop the FIB says is the VXLAN
 // device, the program encapsulates the packet as that device would (its MAC
@@ -405,6 +407,12 @@ func tunnelHeaders() asm.Instructions {
 		asm.Mov.Reg(asm.R8, asm.R2),
 		asm.LoadMem(asm.R1, asm.R6, skbPktType, asm.Word),
 		asm.JNE.Imm(asm.R1, packetHost, "stack"),
+		// GSO packets are the device's: unwrapped here they would keep their
+		// tunnel GSO type (this kernel's bpf_skb_adjust_room cannot clear
+		// it), and a pod that forwards them would hand a NIC a tunnel
+		// segmentation job without a tunnel.
+		asm.LoadMem(asm.R1, asm.R6, skbGSOSize, asm.Word),
+		asm.JNE.Imm(asm.R1, 0, "stack"),
 		asm.LoadMem(asm.R1, asm.R8, 12, asm.Half),
 		asm.JNE.Imm(asm.R1, ethPIPv4LE, "stack"),
 		asm.LoadMem(asm.R1, asm.R8, ethLen, asm.Byte),

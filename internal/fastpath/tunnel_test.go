@@ -198,7 +198,9 @@ func TestProgramEncapsulates(t *testing.T) {
 // TestProgramDecapsulates: on the underlay, a VXLAN packet for this node whose
 // inner packet qualifies loses its tunnel headers and goes into the pod, in
 // both inner families; anything the VXLAN device would not take as it is,
-// and inner packets that do not qualify, go to the stack untouched.
+// and inner packets that do not qualify, go to the stack untouched. (A test
+// run cannot give a packet a GSO type: e2e TestFastPath shows that GSO
+// packets are left to the device.)
 func TestProgramDecapsulates(t *testing.T) {
 	fx := newFixture(t, "decap", map[netip.Addr]Endpoint{podB: epB, podB6: epB}, podsNetns...)
 	remotePod := netip.MustParseAddr("10.45.0.7")
