@@ -342,7 +342,8 @@ var (
 // and MAC, IPv4 without options or fragments and with a valid header
 // checksum, the overlay's UDP port without a UDP checksum, the VXLAN header
 // with the overlay's VNI and no other flag, an inner frame to the device's
-// MAC, and not a GSO packet (tunnelHeaders says why). The inner packet is
+// MAC from a VTEP MAC the forwarding entries give the outer source address,
+// and not a GSO packet (tunnelHeaders says why). The inner packet is
 // then judged as one from FromNodes; when it goes fast, the program takes the
 // encapsulation off and delivers it.
 //
@@ -452,9 +453,27 @@ func tunnelHeaders() asm.Instructions {
 		asm.LoadMem(asm.R1, asm.R9, tunnelMAC+4, asm.Half),
 		asm.LoadMem(asm.R2, asm.R8, tunnelLen+4, asm.Half),
 		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
+	)
+	// From the node that owns the inner frame's source VTEP MAC, by the
+	// forwarding entries: stricter than the device, which takes any source,
+	// because this program runs before the node's nftables.
+	for off := int16(0); off < 6; off += 2 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.R8, tunnelLen+6+off, asm.Half),
+			asm.StoreMem(asm.RFP, stackVTEP+off, asm.R1, asm.Half))
+	}
+	return append(insns,
+		asm.StoreImm(asm.RFP, stackVTEP+6, 0, asm.Half),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(mapVTEPs),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackVTEP),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "stack"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.LoadMem(asm.R2, asm.R8, ip4Src, asm.Word),
+		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
 		asm.Mov.Reg(asm.R2, asm.R8),
 	)
-	return insns
 }
 
 // ipv4HeaderSum leaves in R1 the folded ones' complement sum of the IPv4

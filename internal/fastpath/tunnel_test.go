@@ -198,7 +198,8 @@ func TestProgramEncapsulates(t *testing.T) {
 // TestProgramDecapsulates: on the underlay, a VXLAN packet for this node whose
 // inner packet qualifies loses its tunnel headers and goes into the pod, in
 // both inner families; anything the VXLAN device would not take as it is,
-// and inner packets that do not qualify, go to the stack untouched. (A test
+// packets from another address than their VTEP's node, and inner packets that
+// do not qualify, go to the stack untouched. (A test
 // run cannot give a packet a GSO type: e2e TestFastPath shows that GSO
 // packets are left to the device.)
 func TestProgramDecapsulates(t *testing.T) {
@@ -207,6 +208,9 @@ func TestProgramDecapsulates(t *testing.T) {
 	fx.connect(t, "tcp", netip.AddrPortFrom(remotePod, 40000), netip.AddrPortFrom(podB, 8080))
 	fx.connect(t, "tcp", netip.AddrPortFrom(podA6, 40000), netip.AddrPortFrom(podB6, 8080))
 	if err := fx.k.SetTunnel(Tunnel{IfIndex: 99, Local: underHere, VNI: 1, Port: 8472, MAC: vtepHere}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.k.PutVTEP(vtepThere, underPeer); err != nil {
 		t.Fatal(err)
 	}
 	inner4 := frame{srcMAC: vtepThere, dstMAC: vtepHere, src: remotePod, dst: podB, proto: protoTCP, hops: 63, sport: 40000, dport: 8080}
@@ -236,6 +240,8 @@ func TestProgramDecapsulates(t *testing.T) {
 		"a bad IPv4 checksum":           func(p *vxlanPacket) { p.badChecksum = true },
 		"another host's MAC":            func(p *vxlanPacket) { p.dstMAC = MAC{2, 0, 0, 0, 0, 9} },
 		"an inner frame to another MAC": func(p *vxlanPacket) { f := inner4; f.dstMAC = vtepThere; p.inner = f.bytes() },
+		"another node than the VTEP's":  func(p *vxlanPacket) { p.src = netip.MustParseAddr("192.168.77.9") },
+		"an unknown VTEP":               func(p *vxlanPacket) { f := inner4; f.srcMAC = MAC{0x0e, 0, 0, 0, 0, 7}; p.inner = f.bytes() },
 		"an inner SYN":                  func(p *vxlanPacket) { f := inner4; f.tcpFlags = 0x02; p.inner = f.bytes() },
 		"an inner packet for no pod here": func(p *vxlanPacket) {
 			f := inner4
