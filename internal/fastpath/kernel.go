@@ -98,9 +98,9 @@ var (
 	rangeMaps    = [2]string{mapRanges4, mapRanges6}
 )
 
-// each calls fn with every entry of both maps of a pair.
-func (k *Kernel) each(pair [2]string, fn func(key, value []byte) error) error {
-	for _, name := range pair {
+// each calls fn with every entry of the named maps.
+func (k *Kernel) each(fn func(key, value []byte) error, names ...string) error {
+	for _, name := range names {
 		var key, value []byte
 		it := k.coll.Maps[name].Iterate()
 		for it.Next(&key, &value) {
@@ -126,14 +126,14 @@ func deleteKey(m *ebpf.Map, key []byte) error {
 // Endpoints returns the contents of both endpoint maps.
 func (k *Kernel) Endpoints() (map[netip.Addr]Endpoint, error) {
 	out := map[netip.Addr]Endpoint{}
-	err := k.each(endpointMaps, func(key, value []byte) error {
+	err := k.each(func(key, value []byte) error {
 		a, ok := netip.AddrFromSlice(key)
 		if !ok {
 			return fmt.Errorf("key of %d bytes", len(key))
 		}
 		out[a] = unmarshalEndpoint(value)
 		return nil
-	})
+	}, endpointMaps[:]...)
 	return out, err
 }
 
@@ -196,14 +196,14 @@ func (k *Kernel) Detach(ifindex int) error {
 // ranges, false for this node's.
 func (k *Kernel) Ranges() (map[netip.Prefix]bool, error) {
 	out := map[netip.Prefix]bool{}
-	err := k.each(rangeMaps, func(key, value []byte) error {
+	err := k.each(func(key, value []byte) error {
 		a, ok := netip.AddrFromSlice(key[4:])
 		if !ok {
 			return fmt.Errorf("key of %d bytes", len(key))
 		}
 		out[netip.PrefixFrom(a, int(binary.NativeEndian.Uint32(key)))] = binary.NativeEndian.Uint32(value) != 0
 		return nil
-	})
+	}, rangeMaps[:]...)
 	return out, err
 }
 
@@ -311,17 +311,13 @@ func vtepKey(m MAC) []byte { return append(m[:], 0, 0) }
 // VTEPs returns the vteps map: another node's VTEP MAC → its underlay address.
 func (k *Kernel) VTEPs() (map[MAC]netip.Addr, error) {
 	out := map[MAC]netip.Addr{}
-	var key, value []byte
-	it := k.coll.Maps[mapVTEPs].Iterate()
-	for it.Next(&key, &value) {
+	err := k.each(func(key, value []byte) error {
 		var m MAC
 		copy(m[:], key)
 		out[m] = netip.AddrFrom4([4]byte(value))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("map %s: %w", mapVTEPs, err)
-	}
-	return out, nil
+		return nil
+	}, mapVTEPs)
+	return out, err
 }
 
 // PutVTEP adds or replaces a VTEP.

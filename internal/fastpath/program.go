@@ -457,18 +457,8 @@ func tunnelHeaders() asm.Instructions {
 	// From the node that owns the inner frame's source VTEP MAC, by the
 	// forwarding entries: stricter than the device, which takes any source,
 	// because this program runs before the node's nftables.
-	for off := int16(0); off < 6; off += 2 {
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.R8, tunnelLen+6+off, asm.Half),
-			asm.StoreMem(asm.RFP, stackVTEP+off, asm.R1, asm.Half))
-	}
+	insns = append(insns, lookupVTEP(asm.R8, tunnelLen+6)...)
 	return append(insns,
-		asm.StoreImm(asm.RFP, stackVTEP+6, 0, asm.Half),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapVTEPs),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stackVTEP),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "stack"),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
 		asm.LoadMem(asm.R2, asm.R8, ip4Src, asm.Word),
 		asm.JNE.Reg(asm.R1, asm.R2, "stack"),
@@ -699,13 +689,7 @@ func remote(f family, l func(string) string) asm.Instructions {
 		asm.JEq.Reg(asm.R1, asm.R2, l("encap")),
 	)
 	insns = append(insns, loadFrame(f, "", 0)...)
-	// The frame's addresses, dmac then smac, from the FIB's answer; in half
-	// words, as the answer's MACs are not word-aligned on the stack.
-	for i, off := range []int16{fibDMAC, fibDMAC + 2, fibDMAC + 4, fibSMAC, fibSMAC + 2, fibSMAC + 4} {
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.RFP, stackFIB+off, asm.Half),
-			asm.StoreMem(asm.R8, int16(2*i), asm.R1, asm.Half))
-	}
+	insns = append(insns, macsFromFIB()...)
 	insns = append(insns, relabelAll(f.decrementHopLimit(), f.suffix+"r")...)
 	insns = append(insns, count(counterForwarded, l("forwarded"))...)
 	insns = append(insns,
@@ -737,18 +721,8 @@ func encapsulate(f family, l func(string) string) asm.Instructions {
 		asm.JNE.Imm(asm.R0, 0, "stack"),
 	}
 	// The peer VTEP's underlay address, by the next hop's MAC.
-	for off := int16(0); off < 6; off += 2 {
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.RFP, stackFIB+fibDMAC+off, asm.Half),
-			asm.StoreMem(asm.RFP, stackVTEP+off, asm.R1, asm.Half))
-	}
+	insns = append(insns, lookupVTEP(asm.RFP, stackFIB+fibDMAC)...)
 	insns = append(insns,
-		asm.StoreImm(asm.RFP, stackVTEP+6, 0, asm.Half),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapVTEPs),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stackVTEP),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "stack"),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
 		asm.StoreMem(asm.RFP, stackPeer, asm.R1, asm.Word),
 	)
@@ -786,11 +760,7 @@ func encapsulate(f family, l func(string) string) asm.Instructions {
 		asm.JGT.Reg(asm.R4, asm.R3, "drop"), // cannot happen: the room is linear
 	)
 	// Outer Ethernet: the underlay's next hop.
-	for i, off := range []int16{fibDMAC, fibDMAC + 2, fibDMAC + 4, fibSMAC, fibSMAC + 2, fibSMAC + 4} {
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.RFP, stackFIB+off, asm.Half),
-			asm.StoreMem(asm.R8, int16(2*i), asm.R1, asm.Half))
-	}
+	insns = append(insns, macsFromFIB()...)
 	insns = append(insns,
 		asm.StoreImm(asm.R8, 12, ethPIPv4LE, asm.Half),
 		// Outer IPv4.
@@ -825,11 +795,7 @@ func encapsulate(f family, l func(string) string) asm.Instructions {
 		asm.StoreMem(asm.R8, outerVXLAN+4, asm.R1, asm.Word),
 	)
 	// Inner Ethernet: to the peer's VTEP MAC, from this node's.
-	for off := int16(0); off < 6; off += 2 {
-		insns = append(insns,
-			asm.LoadMem(asm.R1, asm.RFP, stackVTEP+off, asm.Half),
-			asm.StoreMem(asm.R8, tunnelLen+off, asm.R1, asm.Half))
-	}
+	insns = append(insns, copyMAC(asm.R8, tunnelLen, asm.RFP, stackVTEP)...)
 	insns = append(insns,
 		asm.LoadMem(asm.R1, asm.R9, tunnelMAC, asm.Word),
 		asm.StoreMem(asm.R8, tunnelLen+6, asm.R1, asm.Word),
@@ -868,6 +834,39 @@ func decapsulate(f family) asm.Instructions {
 	}
 	insns = append(insns, loadFrame(f, "", 0)...)
 	return append(insns, asm.StoreImm(asm.R8, 12, f.ethType, asm.Half))
+}
+
+// copyMAC copies a MAC from src+srcOff to dst+dstOff through R1, in half
+// words: the FIB's answer keeps its MACs at offsets that are not
+// word-aligned.
+func copyMAC(dst asm.Register, dstOff int16, src asm.Register, srcOff int16) asm.Instructions {
+	var insns asm.Instructions
+	for off := int16(0); off < 6; off += 2 {
+		insns = append(insns,
+			asm.LoadMem(asm.R1, src, srcOff+off, asm.Half),
+			asm.StoreMem(dst, dstOff+off, asm.R1, asm.Half))
+	}
+	return insns
+}
+
+// macsFromFIB writes the FIB's answer, the next hop's MAC and the device's,
+// into the frame at R8 as its destination and source.
+func macsFromFIB() asm.Instructions {
+	return append(copyMAC(asm.R8, 0, asm.RFP, stackFIB+fibDMAC), copyMAC(asm.R8, 6, asm.RFP, stackFIB+fibSMAC)...)
+}
+
+// lookupVTEP looks the VTEP MAC at src+off up in the vteps map: R0 points at
+// its node's underlay address; an unknown MAC leaves the packet to the stack.
+func lookupVTEP(src asm.Register, off int16) asm.Instructions {
+	insns := copyMAC(asm.RFP, stackVTEP, src, off)
+	return append(insns,
+		asm.StoreImm(asm.RFP, stackVTEP+6, 0, asm.Half),
+		asm.LoadMapPtr(asm.R1, 0).WithReference(mapVTEPs),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackVTEP),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "stack"),
+	)
 }
 
 // clearFIB zeroes the FIB lookup's parameters on the stack.

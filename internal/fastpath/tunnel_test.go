@@ -75,10 +75,16 @@ func (p vxlanPacket) bytes() []byte {
 // with a packet too big for the tunnel, the stack takes the packet.
 func TestProgramEncapsulates(t *testing.T) {
 	other := testNetns(t, "vx-other", []string{"ip", "link", "set", "lo", "up"})
-	vxlan := func(local string, mac MAC) [][]string {
+	// overlay is a node's VXLAN device, as the agent programs it, towards
+	// the one other node.
+	overlay := func(local string, mac MAC, vtep, peerVTEP string, peerMAC MAC, peer string) [][]string {
 		return [][]string{
 			{"ip", "link", "add", "vx", "address", mac.String(), "mtu", "1450", "type", "vxlan", "id", "1", "dstport", "8472", "local", local, "dev", "fp", "nolearning"},
 			{"ip", "link", "set", "vx", "up"},
+			{"ip", "addr", "add", vtep + "/32", "dev", "vx"},
+			{"ip", "neigh", "replace", peerVTEP, "lladdr", peerMAC.String(), "dev", "vx", "nud", "permanent"},
+			{"bridge", "fdb", "append", peerMAC.String(), "dev", "vx", "dst", peer},
+			{"ip", "route", "add", peerVTEP + "/24", "via", peerVTEP, "dev", "vx", "onlink"},
 		}
 	}
 	here := [][]string{
@@ -89,12 +95,8 @@ func TestProgramEncapsulates(t *testing.T) {
 		{"ip", "addr", "add", "192.168.77.1/24", "dev", "fp"},
 		{"ip", "neigh", "replace", "192.168.77.2", "lladdr", "02:00:00:00:00:02", "dev", "fp", "nud", "permanent"},
 	}
-	here = append(here, vxlan("192.168.77.1", vtepHere)...)
+	here = append(here, overlay("192.168.77.1", vtepHere, "10.44.0.0", "10.45.0.0", vtepThere, "192.168.77.2")...)
 	here = append(here,
-		[]string{"ip", "addr", "add", "10.44.0.0/32", "dev", "vx"},
-		[]string{"ip", "neigh", "replace", "10.45.0.0", "lladdr", vtepThere.String(), "dev", "vx", "nud", "permanent"},
-		[]string{"bridge", "fdb", "append", vtepThere.String(), "dev", "vx", "dst", "192.168.77.2"},
-		[]string{"ip", "route", "add", "10.45.0.0/24", "via", "10.45.0.0", "dev", "vx", "onlink"},
 		[]string{"sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"},
 		[]string{"sysctl", "-qw", "net.ipv4.conf.lo.forwarding=1"},
 	)
@@ -105,13 +107,7 @@ func TestProgramEncapsulates(t *testing.T) {
 		{"ip", "addr", "add", "192.168.77.2/24", "dev", "fp"},
 		{"ip", "addr", "add", "10.45.0.7/32", "dev", "lo"},
 	}
-	there = append(there, vxlan("192.168.77.2", vtepThere)...)
-	there = append(there,
-		[]string{"ip", "addr", "add", "10.45.0.0/32", "dev", "vx"},
-		[]string{"ip", "neigh", "replace", "10.44.0.0", "lladdr", vtepHere.String(), "dev", "vx", "nud", "permanent"},
-		[]string{"bridge", "fdb", "append", vtepHere.String(), "dev", "vx", "dst", "192.168.77.1"},
-		[]string{"ip", "route", "add", "10.44.0.0/24", "via", "10.44.0.0", "dev", "vx", "onlink"},
-	)
+	there = append(there, overlay("192.168.77.2", vtepThere, "10.45.0.0", "10.44.0.0", vtepHere, "192.168.77.1")...)
 	inNetns(t, other, there...)
 	var vxIndex int
 	if err := netns.Do(netns.Path(fx.ns), func() error {

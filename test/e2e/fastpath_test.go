@@ -232,8 +232,7 @@ func bulkToServer(t *testing.T, ns, serverIP string) {
 	const bulk = 8_000_000
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	sink := exec.CommandContext(ctx, *amimeBin, append(append([]string{"lab", "exec"}, labFlags...),
-		"-n", ns, "server", "--", "sh", "-c", "timeout 30 nc -l 9000 | wc -c")...)
+	sink := exec.CommandContext(ctx, *amimeBin, withLabFlags([]string{"lab", "exec", "-n", ns, "server", "--", "sh", "-c", "timeout 30 nc -l 9000 | wc -c"})...)
 	var received bytes.Buffer
 	sink.Stdout = &received
 	if err := sink.Start(); err != nil {

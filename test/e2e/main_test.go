@@ -162,10 +162,15 @@ func apply(t *testing.T, manifest string) {
 // amime runs the amime CLI against the suite's lab.
 func amime(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return run(context.Background(), *amimeBin, withLabFlags(args)...)
+}
+
+// withLabFlags puts the test lab's flags after a "lab" subcommand.
+func withLabFlags(args []string) []string {
 	if len(args) >= 2 && args[0] == "lab" {
-		args = append(append([]string{"lab", args[1]}, labFlags...), args[2:]...)
+		return append(append([]string{"lab", args[1]}, labFlags...), args[2:]...)
 	}
-	return run(context.Background(), *amimeBin, args...)
+	return args
 }
 
 // eventually polls fn until it returns nil or the timeout passes.
