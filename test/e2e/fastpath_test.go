@@ -62,12 +62,19 @@ func dial(t *testing.T, ns, client, protocol, host string, port int) string {
 // returns how many were answered.
 func requests(t *testing.T, ns, pod, url string, n int) int {
 	t.Helper()
-	args := []string{"lab", "exec", "-n", ns, pod, "--", "curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", `%{http_code}\n`}
+	args := []string{"lab", "exec", "-n", ns, pod, "--", "curl", "-s", "--max-time", "10", "-w", `%{http_code}\n`}
 	for range n {
-		args = append(args, url)
+		args = append(args, "-o", "/dev/null", url) // curl's -o names one URL's output
 	}
 	out, _ := amime(t, args...)
-	return strings.Count(out, "200")
+	// Whole lines only: the output also holds lab exec's stderr.
+	answered := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.TrimSpace(line) == "200" {
+			answered++
+		}
+	}
+	return answered
 }
 
 // TestFastPath: between two pods of one node that no policy selects, a
