@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"amime.dev/amime/internal/netns"
 )
@@ -88,6 +89,17 @@ func (fx *fixture) run(t *testing.T, role Role, in []byte) (uint32, []byte) {
 	opts := &ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+256), Context: skbContext{IfIndex: loIndex}}
 	var ret uint32
 	err := netns.Do(netns.Path(fx.ns), func() (err error) {
+		// The verdict cache is per CPU, so every run happens on CPU 0: a
+		// run that migrated would miss the verdict the previous one left.
+		var was, cpu0 unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &was); err != nil {
+			return fmt.Errorf("read CPU affinity: %w", err)
+		}
+		cpu0.Set(0)
+		if err := unix.SchedSetaffinity(0, &cpu0); err != nil {
+			return fmt.Errorf("pin to CPU 0: %w", err)
+		}
+		defer unix.SchedSetaffinity(0, &was)
 		ret, err = fx.k.coll.Programs[programNames[role]].Run(opts)
 		return err
 	})
