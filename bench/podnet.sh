@@ -16,8 +16,9 @@
 #   pod to pod on one node, across nodes in overlay mode, across nodes in native mode
 # All paths are set up first; then each of REPS rounds measures every path
 # once, in an order that rotates from round to round, so that a slow minute of
-# the shared machine hits all paths alike. Ratios are medians of the per-round
-# ratios to the baseline of the same round. Needs root, a built bin/ (make
+# the shared machine hits all paths alike. Seven rounds unless REPS says
+# otherwise, as single rounds on this machine range widely. Ratios are medians
+# of the per-round ratios to the baseline of the same round. Needs root, a built bin/ (make
 # build) and iperf3 + wrk (make deps). Every namespace it makes is named
 # amime-bench-* and removed at the end, as are its two labs.
 set -euo pipefail
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 AMIME=$PWD/bin/amime
 POD=$PWD/bin/amime-pod
 DUR=${DUR:-5}
-REPS=${REPS:-5}
+REPS=${REPS:-7}
 . bench/lib.sh
 header "bench/podnet.sh (DUR=$DUR REPS=$REPS)"
 
