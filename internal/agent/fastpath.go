@@ -29,6 +29,15 @@ func startFastPath(ctx context.Context, cfg Config, podCIDRs func() []netip.Pref
 	if err := cfg.sysctl(liberal, "1"); err != nil {
 		log.Warn("fast path: conntrack cannot follow the ends of fast connections", "sysctl", liberal, "err", err)
 	}
+	// The programs keep the entries of the connections they take alive as
+	// those connections' packets would in the stack.
+	t, err := fastpath.ReadConntrackTimeouts(cfg.ProcSysNet)
+	if err == nil {
+		err = k.SetConntrackTimeouts(t)
+	}
+	if err != nil {
+		log.Warn("fast path: conntrack entries of fast connections expire as if idle", "err", err)
+	}
 	c := fastpath.NewController(k, fastpath.Discover(cfg.ClusterCIDRs, podCIDRs), log)
 	if pol != nil {
 		c.Gate()

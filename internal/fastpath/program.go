@@ -2,6 +2,7 @@ package fastpath
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -18,6 +19,7 @@ const (
 	mapStats      = "stats"
 	mapTunnel     = "tunnel"
 	mapVTEPs      = "vteps"
+	mapTimeouts   = "cttimeouts"
 )
 
 // Role is where a program is attached.
@@ -100,6 +102,7 @@ const (
 	stackVTEP    = -160 // the peer VTEP's MAC, zero-padded to 8 bytes: the key of the vteps map
 	stackPeer    = -168 // the peer VTEP's underlay address
 	stackMTU     = -176 // bpf_check_mtu's length in and MTU out
+	stackDest    = -184 // R9, the destination endpoint, while R9 holds the conntrack entry
 	ctOptsSize   = 16
 	fibSize      = 64
 )
@@ -120,6 +123,8 @@ const (
 	tcActOK          = 0
 	ipsNATMask       = 0x30 // IPS_SRC_NAT | IPS_DST_NAT: the connection's addresses are rewritten
 	ipsSeenReply     = 0x02 // IPS_SEEN_REPLY: the stack has let a reply through
+	ipsAssured       = 0x04 // IPS_ASSURED: the connection is established, early drop spares it
+	tcpEstablished   = 3    // TCP_CONNTRACK_ESTABLISHED
 	tcpFinSynRst     = 0x07
 	currentNetns     = -1 // BPF_F_CURRENT_NETNS
 	ethPIPv4LE       = 0x0008
@@ -179,11 +184,22 @@ const (
 	tunnelSize    = 24
 )
 
+// Offsets in the conntrack timeouts map's one value, in milliseconds: what the
+// stack gives an established TCP connection, a UDP stream, and a UDP flow
+// younger than a stream (0: leave the entry's timeout alone).
+const (
+	timeoutTCPEstablished = 0
+	timeoutUDPStream      = 4
+	timeoutUDP            = 8
+	timeoutsSize          = 12
+)
+
 // kernelSymbols are what the program needs from the running kernel's BTF: the
-// conntrack kfuncs and where struct nf_conn keeps its status bits.
+// conntrack kfuncs and where struct nf_conn keeps its status bits, its TCP
+// state and when a UDP flow becomes a stream.
 type kernelSymbols struct {
-	ctLookup, ctRelease btf.TypeID
-	statusOffset        int16
+	ctLookup, ctRelease, ctChangeTimeout, ctChangeStatus btf.TypeID
+	statusOffset, tcpStateOffset, udpStreamOffset        int16
 }
 
 // lookupKernelSymbols reads them from the kernel's BTF.
@@ -193,7 +209,13 @@ func lookupKernelSymbols() (kernelSymbols, error) {
 		return kernelSymbols{}, fmt.Errorf("kernel BTF: %w", err)
 	}
 	var syms kernelSymbols
-	for name, id := range map[string]*btf.TypeID{"bpf_skb_ct_lookup": &syms.ctLookup, "bpf_ct_release": &syms.ctRelease} {
+	kfuncs := map[string]*btf.TypeID{
+		"bpf_skb_ct_lookup":     &syms.ctLookup,
+		"bpf_ct_release":        &syms.ctRelease,
+		"bpf_ct_change_timeout": &syms.ctChangeTimeout,
+		"bpf_ct_change_status":  &syms.ctChangeStatus,
+	}
+	for name, id := range kfuncs {
 		var fn *btf.Func
 		if err := spec.TypeByName(name, &fn); err != nil {
 			return kernelSymbols{}, fmt.Errorf("kfunc %s (conntrack built in or loaded?): %w", name, err)
@@ -206,13 +228,43 @@ func lookupKernelSymbols() (kernelSymbols, error) {
 	if err := spec.TypeByName("nf_conn", &conn); err != nil {
 		return kernelSymbols{}, fmt.Errorf("struct nf_conn: %w", err)
 	}
-	for _, m := range conn.Members {
-		if m.Name == "status" {
-			syms.statusOffset = int16(m.Offset.Bytes())
-			return syms, nil
+	for off, path := range map[*int16][]string{
+		&syms.statusOffset:    {"status"},
+		&syms.tcpStateOffset:  {"proto", "tcp", "state"},
+		&syms.udpStreamOffset: {"proto", "udp", "stream_ts"},
+	} {
+		if *off, err = memberOffset(conn, path); err != nil {
+			return kernelSymbols{}, err
 		}
 	}
-	return kernelSymbols{}, fmt.Errorf("struct nf_conn has no status")
+	return syms, nil
+}
+
+// memberOffset is where the member at path (a member of a member ...) starts
+// in t, in bytes.
+func memberOffset(t btf.Type, path []string) (int16, error) {
+	var bytes uint32
+	for i, name := range path {
+		var members []btf.Member
+		switch c := btf.UnderlyingType(t).(type) {
+		case *btf.Struct:
+			members = c.Members
+		case *btf.Union:
+			members = c.Members
+		}
+		found := false
+		for _, m := range members {
+			if m.Name == name {
+				bytes += m.Offset.Bytes()
+				t, found = m.Type, true
+				break
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("struct nf_conn has no %s", strings.Join(path[:i+1], "."))
+		}
+	}
+	return int16(bytes), nil
 }
 
 // collectionSpec is the programs and their maps.
@@ -234,9 +286,10 @@ func collectionSpec(syms kernelSymbols) *ebpf.CollectionSpec {
 			// Flows conntrack has judged fast, with when that verdict
 			// expires: per CPU, so that the two directions of a connection,
 			// handled on two CPUs, share no cache line.
-			mapFlows:  {Name: mapFlows, Type: ebpf.LRUCPUHash, KeySize: 40, ValueSize: 8, MaxEntries: maxFlows},
-			mapStats:  {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
-			mapTunnel: {Name: mapTunnel, Type: ebpf.Array, KeySize: 4, ValueSize: tunnelSize, MaxEntries: 1},
+			mapFlows:    {Name: mapFlows, Type: ebpf.LRUCPUHash, KeySize: 40, ValueSize: 8, MaxEntries: maxFlows},
+			mapStats:    {Name: mapStats, Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: uint32(len(counterNames))},
+			mapTunnel:   {Name: mapTunnel, Type: ebpf.Array, KeySize: 4, ValueSize: tunnelSize, MaxEntries: 1},
+			mapTimeouts: {Name: mapTimeouts, Type: ebpf.Array, KeySize: 4, ValueSize: timeoutsSize, MaxEntries: 1},
 			// The other nodes' VTEPs: MAC (zero-padded) → underlay IPv4
 			// address, the VXLAN device's forwarding database.
 			mapVTEPs: {Name: mapVTEPs, Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: maxVTEPs},
@@ -604,9 +657,15 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 		asm.Mov.Imm(asm.R5, ctOptsSize),
 		kfuncCall(syms.ctLookup),
 		asm.JEq.Imm(asm.R0, 0, "stack"),
-		asm.LoadMem(asm.R7, asm.R0, syms.statusOffset, asm.DWord),
-		asm.Mov.Reg(asm.R1, asm.R0),
+		asm.StoreMem(asm.RFP, stackDest, asm.R9, asm.DWord),
+		asm.Mov.Reg(asm.R9, asm.R0),
+		asm.LoadMem(asm.R7, asm.R9, syms.statusOffset, asm.DWord),
+	)
+	insns = append(insns, refreshConntrack(syms, l)...)
+	insns = append(insns,
+		asm.Mov.Reg(asm.R1, asm.R9).WithSymbol(l("ct-release")),
 		kfuncCall(syms.ctRelease),
+		asm.LoadMem(asm.R9, asm.RFP, stackDest, asm.DWord),
 		asm.Mov.Reg(asm.R1, asm.R7),
 		asm.And.Imm(asm.R1, ipsNATMask),
 		asm.JNE.Imm(asm.R1, 0, "nat"),
@@ -655,6 +714,53 @@ func familyPath(f family, syms kernelSymbols, role Role) asm.Instructions {
 		asm.FnRedirectPeer.Call(),
 		asm.Return(),
 	)
+}
+
+// refreshConntrack does for a connection the fast path takes what its
+// packets would have done in conntrack: it keeps the entry from timing out.
+// Otherwise a fast TCP connection's entry would expire after the days an
+// established one lives, a UDP flow's after 30 seconds, and the next packet
+// would open a new one in the stack, with a stream's replies as its opening
+// side. As the stack does: an established TCP connection gets the established
+// timeout; a replied UDP flow the UDP timeout until it has lived two seconds,
+// then the stream timeout and the ASSURED bit. Other TCP states are left to
+// the stack's packets that lead to them. R9: the entry (referenced), R7: its
+// status; to l("ct-release") when done.
+func refreshConntrack(syms kernelSymbols, l func(string) string) asm.Instructions {
+	return asm.Instructions{
+		// Only what the fast path takes: replied, no address rewritten.
+		asm.Mov.Reg(asm.R1, asm.R7),
+		asm.And.Imm(asm.R1, ipsNATMask|ipsSeenReply),
+		asm.JNE.Imm(asm.R1, ipsSeenReply, l("ct-release")),
+		asm.LoadMem(asm.R1, asm.RFP, stackTuple+36, asm.Word), // the protocol
+		asm.JEq.Imm(asm.R1, protoUDP, l("ct-udp")),
+		asm.LoadMem(asm.R1, asm.R9, syms.tcpStateOffset, asm.Byte),
+		asm.JNE.Imm(asm.R1, tcpEstablished, l("ct-release")),
+		asm.LoadMapValue(asm.R2, 0, 0).WithReference(mapTimeouts),
+		asm.LoadMem(asm.R2, asm.R2, timeoutTCPEstablished, asm.Word),
+		asm.Ja.Label(l("ct-timeout")),
+		// UDP: a stream once past the time conntrack set on its first packet.
+		asm.FnJiffies64.Call().WithSymbol(l("ct-udp")),
+		asm.LoadMem(asm.R1, asm.R9, syms.udpStreamOffset, asm.DWord),
+		asm.LoadMapValue(asm.R2, 0, 0).WithReference(mapTimeouts),
+		asm.JGT.Reg(asm.R0, asm.R1, l("ct-stream")),
+		asm.LoadMem(asm.R2, asm.R2, timeoutUDP, asm.Word),
+		asm.Ja.Label(l("ct-timeout")),
+		asm.LoadMem(asm.R2, asm.R2, timeoutUDPStream, asm.Word).WithSymbol(l("ct-stream")),
+		asm.Mov.Reg(asm.R1, asm.R7),
+		asm.And.Imm(asm.R1, ipsAssured),
+		asm.JNE.Imm(asm.R1, 0, l("ct-timeout")),
+		asm.StoreMem(asm.RFP, stackOpts, asm.R2, asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R9),
+		asm.Mov.Reg(asm.R2, asm.R7),
+		asm.Or.Imm(asm.R2, ipsAssured),
+		kfuncCall(syms.ctChangeStatus),
+		asm.LoadMem(asm.R2, asm.RFP, stackOpts, asm.Word),
+		// A zero timeout would expire the entry: unset, leave it.
+		asm.JEq.Imm(asm.R2, 0, l("ct-release")).WithSymbol(l("ct-timeout")),
+		asm.Mov.Reg(asm.R1, asm.R9),
+		kfuncCall(syms.ctChangeTimeout),
+	}
 }
 
 // remote sends a packet to another node's pod out of the device the FIB

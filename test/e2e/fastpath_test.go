@@ -37,6 +37,10 @@ func fastPathMetrics(t *testing.T, node int) map[string]int {
 	return got
 }
 
+// udpStream is conntrack -L's line for an assured UDP entry with more than a
+// minute left (a flow the stack last saw gets 30 seconds).
+var udpStream = regexp.MustCompile(`(?m)^udp\s+17\s+(6[1-9]|[7-9]\d|1[0-2]\d)\s.*\[ASSURED\]`)
+
 var fastPathLine = regexp.MustCompile(`(?m)^amime_fastpath_(packets_total\{result="(\w+)"\}|endpoints) (\S+)$`)
 
 // dial asks the client pod's netexec to reach host:port once and returns what
@@ -131,16 +135,27 @@ spec:
 	if got := after["redirected"] - before["redirected"]; got < 10 {
 		t.Errorf("%d packets redirected for five requests on one connection between two pods of a node, want at least 10 (counters %v → %v)", got, before, after)
 	}
-	// UDP: the second exchange on one socket.
+	// UDP: the exchanges after the first on one socket, for 3 seconds. The
+	// stack sees only the first, yet conntrack keeps the flow as the stream
+	// it is: assured, with the stream timeout (2 minutes), because the
+	// program refreshes the entry as the stack would have.
 	before = after
 	out, err := amime(t, "lab", "exec", "-n", ns, "client", "--", "sh", "-c",
-		"(echo hostname; sleep 0.5; echo hostname; sleep 0.5) | nc -u -w1 "+server.Status.PodIP+" 8081")
-	if err != nil || strings.Count(out, "server") != 2 {
-		t.Fatalf("two UDP exchanges: %q %v", out, err)
+		"(for i in 1 2 3 4; do echo hostname; sleep 0.8; done) | nc -u -w1 "+server.Status.PodIP+" 8081")
+	if err != nil || strings.Count(out, "server") != 4 {
+		t.Fatalf("four UDP exchanges: %q %v", out, err)
 	}
 	after = fastPathMetrics(t, 1)
-	if got := after["redirected"] - before["redirected"]; got < 2 {
-		t.Errorf("%d packets redirected for two UDP exchanges on one socket, want at least the second's 2 (counters %v → %v)", got, before, after)
+	if got := after["redirected"] - before["redirected"]; got < 6 {
+		t.Errorf("%d packets redirected for four UDP exchanges on one socket, want at least the last three's 6 (counters %v → %v)", got, before, after)
+	}
+	entries, err := amime(t, "lab", "exec", "--node", nodeName(1), "--", "conntrack", "-L", "-p", "udp",
+		"--orig-src", clientIP, "--orig-dst", server.Status.PodIP, "--orig-port-dst", "8081")
+	if err != nil {
+		t.Fatalf("conntrack -L: %v\n%s", err, entries)
+	}
+	if !udpStream.MatchString(entries) {
+		t.Errorf("no assured entry with the stream timeout for the client's UDP flow:\n%s", entries)
 	}
 	// Across nodes, through the overlay: node 2 encapsulates, node 1 takes
 	// the tunnel off and delivers, and the answers go back the same way. The
