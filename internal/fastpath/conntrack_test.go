@@ -47,11 +47,7 @@ func (fx *fixture) ctEntry(t *testing.T, proto string) (timeout int, assured boo
 // becomes an assured stream once it has lived two seconds.
 func TestProgramRefreshesConntrack(t *testing.T) {
 	fx := newFixture(t, "cttimeout", map[netip.Addr]Endpoint{podA: epA, podB: epB}, podsNetns...)
-	fx.connect(t, "tcp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
-	fx.connect(t, "udp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
-	tcp := frame{srcMAC: macA, dstMAC: hostA, src: podA, dst: podB, proto: protoTCP, hops: 64, sport: 40000, dport: 8080}
-	udp := tcp
-	udp.proto = protoUDP
+	tcp, udp := fx.twoFlows(t)
 	// Unset timeouts leave the entry alone: the stack gave it days.
 	if ret, _ := fx.run(t, FromPod, tcp.bytes()); ret != tcActRedirect {
 		t.Fatalf("tcp: returned %d, want %d", ret, tcActRedirect)

@@ -536,15 +536,23 @@ func TestProgramForwardsToOtherNodes(t *testing.T) {
 	}
 }
 
+// twoFlows connects podA:40000 to podB:8080 over TCP and UDP and returns
+// frames of both flows from podA.
+func (fx *fixture) twoFlows(t *testing.T) (tcp, udp frame) {
+	t.Helper()
+	fx.connect(t, "tcp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
+	fx.connect(t, "udp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
+	tcp = frame{srcMAC: macA, dstMAC: hostA, src: podA, dst: podB, proto: protoTCP, hops: 64, sport: 40000, dport: 8080}
+	udp = tcp
+	udp.proto = protoUDP
+	return tcp, udp
+}
+
 // TestProgramReusesVerdicts: a flow conntrack judged fast stays fast for
 // flowTTL without asking conntrack again, and then asks it again.
 func TestProgramReusesVerdicts(t *testing.T) {
 	fx := newFixture(t, "flows", map[netip.Addr]Endpoint{podA: epA, podB: epB}, podsNetns...)
-	fx.connect(t, "tcp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
-	fx.connect(t, "udp", netip.AddrPortFrom(podA, 40000), netip.AddrPortFrom(podB, 8080))
-	tcp := frame{srcMAC: macA, dstMAC: hostA, src: podA, dst: podB, proto: protoTCP, hops: 64, sport: 40000, dport: 8080}
-	udp := tcp
-	udp.proto = protoUDP
+	tcp, udp := fx.twoFlows(t)
 	if ret, _ := fx.run(t, FromPod, tcp.bytes()); ret != tcActRedirect {
 		t.Fatalf("first packet: returned %d, want %d", ret, tcActRedirect)
 	}
