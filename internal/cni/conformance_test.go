@@ -661,6 +661,17 @@ func TestConformance(t *testing.T) {
 				t.Fatalf("CHECK after restoring the address: %v", err)
 			}
 
+			// A route of the result: the pod's IPv4 default route.
+			confIP(t, "-n", pod, "route", "del", "default", "via", confV4Gateway, "dev", "eth0")
+			err = e.check(list, rt)
+			if err == nil || !strings.Contains(err.Error(), "route 0.0.0.0/0 via "+confV4Gateway) {
+				t.Errorf("CHECK with the pod's default route removed: %v; want an error about that route", err)
+			}
+			confIP(t, "-n", pod, "route", "add", "default", "via", confV4Gateway, "dev", "eth0")
+			if err := e.check(list, rt); err != nil {
+				t.Fatalf("CHECK after restoring the default route: %v", err)
+			}
+
 			confIP(t, "-n", e.node, "route", "del", v4.String()+"/32", "dev", hostName)
 			err = e.check(list, rt)
 			if err == nil || !strings.Contains(err.Error(), v4.String()) || !strings.Contains(err.Error(), "route") {

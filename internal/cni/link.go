@@ -222,10 +222,29 @@ func teardownPod(netnsPath, ifname, hostName string) error {
 	return nil
 }
 
-// expected is what CHECK verifies, taken from the prevResult.
+// expected is what CHECK verifies, taken from the prevResult: the
+// interface's addresses (with their prefix lengths) and every route the
+// result lists, which are the sandbox's.
 type expected struct {
-	addrs []netip.Addr
-	gws   []netip.Addr
+	addrs  []netip.Prefix
+	routes []expectedRoute
+}
+
+type expectedRoute struct {
+	dst   netip.Prefix
+	gw    netip.Addr // invalid: none
+	table int        // 0: main
+}
+
+func (r expectedRoute) String() string {
+	s := r.dst.String()
+	if r.gw.IsValid() {
+		s += " via " + r.gw.String()
+	}
+	if r.table != 0 {
+		s += fmt.Sprintf(" table %d", r.table)
+	}
+	return s
 }
 
 func expectedFromResult(r *current.Result, netnsPath, ifname string) (expected, error) {
@@ -243,20 +262,51 @@ func expectedFromResult(r *current.Result, netnsPath, ifname string) (expected, 
 		if c.Interface == nil || *c.Interface != idx {
 			continue
 		}
-		a, ok := netip.AddrFromSlice(c.Address.IP)
-		if !ok {
-			return e, fmt.Errorf("prevResult: bad address %v", c.Address)
+		p, err := prefixOf(c.Address)
+		if err != nil {
+			return e, fmt.Errorf("prevResult: bad address %v", &c.Address)
 		}
-		e.addrs = append(e.addrs, a.Unmap())
-		if g, ok := netip.AddrFromSlice(c.Gateway); ok {
-			e.gws = append(e.gws, g.Unmap())
+		e.addrs = append(e.addrs, p)
+	}
+	for _, rt := range r.Routes {
+		if rt == nil {
+			continue
 		}
+		dst, err := prefixOf(rt.Dst)
+		if err != nil {
+			return e, fmt.Errorf("prevResult: bad route destination %v", &rt.Dst)
+		}
+		want := expectedRoute{dst: dst.Masked()}
+		if rt.Table != nil {
+			want.table = *rt.Table
+		}
+		if g, ok := netip.AddrFromSlice(rt.GW); ok {
+			want.gw = g.Unmap()
+		}
+		e.routes = append(e.routes, want)
 	}
 	return e, nil
 }
 
-// checkPod verifies the pod end (interface, addresses, default routes) and the
-// node end (veth, host routes).
+// prefixOf is n as a netip.Prefix, IPv4 in its 4-byte form.
+func prefixOf(n net.IPNet) (netip.Prefix, error) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	ones, bits := n.Mask.Size()
+	if !ok || bits == 0 {
+		return netip.Prefix{}, errors.New("not an address with a mask")
+	}
+	if a.Is4In6() && bits == 128 {
+		ones -= 96
+	}
+	a = a.Unmap()
+	if ones < 0 || ones > a.BitLen() {
+		return netip.Prefix{}, errors.New("mask does not fit the address")
+	}
+	return netip.PrefixFrom(a, ones), nil
+}
+
+// checkPod verifies the pod end (interface, addresses, the result's routes)
+// and the node end (veth, host routes).
 func checkPod(netnsPath, ifname, hostName string, want expected) error {
 	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
 		link, err := netlink.LinkByName(ifname)
@@ -273,7 +323,7 @@ func checkPod(netnsPath, ifname, hostName string, want expected) error {
 		for _, w := range want.addrs {
 			found := false
 			for _, a := range addrs {
-				if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == w {
+				if got, err := prefixOf(*a.IPNet); err == nil && got == w {
 					found = true
 				}
 			}
@@ -281,23 +331,13 @@ func checkPod(netnsPath, ifname, hostName string, want expected) error {
 				return fmt.Errorf("address %s is missing on %s", w, ifname)
 			}
 		}
-		for _, w := range want.addrs {
-			family := netlink.FAMILY_V4
-			if w.Is6() {
-				family = netlink.FAMILY_V6
-			}
-			routes, err := netlink.RouteList(link, family)
+		for _, w := range want.routes {
+			ok, err := hasRoute(w)
 			if err != nil {
 				return err
 			}
-			found := false
-			for _, r := range routes {
-				if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
-					found = true
-				}
-			}
-			if !found {
-				return fmt.Errorf("default route for %s is missing in the pod", w)
+			if !ok {
+				return fmt.Errorf("route %s is missing in the pod", w)
 			}
 		}
 		return nil
@@ -309,7 +349,8 @@ func checkPod(netnsPath, ifname, hostName string, want expected) error {
 	if err != nil {
 		return fmt.Errorf("node end %s of the veth pair is missing", hostName)
 	}
-	for _, w := range want.addrs {
+	for _, p := range want.addrs {
+		w := p.Addr()
 		bits := w.BitLen()
 		dst := &net.IPNet{IP: w.AsSlice(), Mask: net.CIDRMask(bits, bits)}
 		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
@@ -327,6 +368,43 @@ func checkPod(netnsPath, ifname, hostName string, want expected) error {
 		}
 	}
 	return nil
+}
+
+// hasRoute reports whether the namespace the thread is in has route w.
+func hasRoute(w expectedRoute) (bool, error) {
+	family := netlink.FAMILY_V4
+	if w.dst.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	table := w.table
+	if table == 0 {
+		table = unix.RT_TABLE_MAIN
+	}
+	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return false, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		if family == netlink.FAMILY_V6 {
+			dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		if r.Dst != nil {
+			if dst, err = prefixOf(*r.Dst); err != nil {
+				continue
+			}
+		}
+		if dst.Masked() != w.dst {
+			continue
+		}
+		if !w.gw.IsValid() {
+			return true, nil
+		}
+		if g, ok := netip.AddrFromSlice(r.Gw); ok && g.Unmap() == w.gw {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // removeStaleHostVeths deletes node-side veths of attachments not in keep.

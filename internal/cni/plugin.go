@@ -218,7 +218,8 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInternal, "CHECK failed", err.Error())
 	}
-	for _, a := range want.addrs {
+	for _, p := range want.addrs {
+		a := p.Addr()
 		found := false
 		for _, h := range held {
 			if h.Addr == a {

@@ -11,6 +11,7 @@ import (
 
 	"amime.dev/amime/internal/golden"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/google/go-cmp/cmp"
 
@@ -178,17 +179,20 @@ func TestBuildResult(t *testing.T) {
 			if err != nil {
 				t.Fatalf("expectedFromResult: %v", err)
 			}
-			var wantAddrs, wantGws []netip.Addr
+			// CHECK looks for our addresses and every route of the result.
+			var wantAddrs []netip.Prefix
 			for _, a := range tt.allocs {
-				wantAddrs = append(wantAddrs, a.Addr)
-				if a.Addr.Is4() {
-					wantGws = append(wantGws, a.Gateway)
-				} else {
-					wantGws = append(wantGws, v6Gateway)
+				wantAddrs = append(wantAddrs, netip.PrefixFrom(a.Addr, a.Addr.BitLen()))
+			}
+			var wantRoutes []expectedRoute
+			for _, w := range tt.want {
+				var dst, gw string
+				if _, err := fmt.Sscanf(w, "route %s via %s", &dst, &gw); err == nil {
+					wantRoutes = append(wantRoutes, expectedRoute{dst: netip.MustParsePrefix(dst), gw: netip.MustParseAddr(gw)})
 				}
 			}
-			if !slices.Equal(e.addrs, wantAddrs) || !slices.Equal(e.gws, wantGws) {
-				t.Errorf("expected from the result: addrs %v gws %v; want %v %v", e.addrs, e.gws, wantAddrs, wantGws)
+			if !slices.Equal(e.addrs, wantAddrs) || !slices.Equal(e.routes, wantRoutes) {
+				t.Errorf("expected from the result: addrs %v routes %v; want %v %v", e.addrs, e.routes, wantAddrs, wantRoutes)
 			}
 		})
 	}
@@ -221,8 +225,14 @@ func TestExpectedFromResult(t *testing.T) {
 				{Interface: intp(2), Address: ipnet("10.99.0.5/24"), Gateway: net.ParseIP("10.99.0.1")},
 				{Address: ipnet("10.98.0.5/24")},
 			},
+			Routes: []*types.Route{
+				{Dst: ipnet("0.0.0.0/0"), GW: net.ParseIP("10.244.1.1")},
+				{Dst: ipnet("fd00::/8")},
+				{Dst: ipnet("10.200.0.0/16"), GW: net.ParseIP("10.99.0.1"), Table: intp(100)},
+			},
 		}
 	}
+	routes := []string{"route 0.0.0.0/0 via 10.244.1.1", "route fd00::/8", "route 10.200.0.0/16 via 10.99.0.1 table 100"}
 	tests := []struct {
 		name    string
 		result  func() *current.Result
@@ -233,11 +243,11 @@ func TestExpectedFromResult(t *testing.T) {
 	}{
 		{
 			name: "pod interface", result: base, sandbox: podNetns, ifname: "eth0",
-			want: []string{"addr 10.244.1.5", "addr fd00:10:244:1::5", "gw 10.244.1.1", "gw fe80::1"},
+			want: append([]string{"addr 10.244.1.5/32", "addr fd00:10:244:1::5/128"}, routes...),
 		},
 		{
 			name: "second interface", result: base, sandbox: podNetns, ifname: "eth1",
-			want: []string{"addr 10.99.0.5", "gw 10.99.0.1"},
+			want: append([]string{"addr 10.99.0.5/24"}, routes...),
 		},
 		{
 			name: "4-byte addresses and no gateway",
@@ -247,11 +257,11 @@ func TestExpectedFromResult(t *testing.T) {
 				return r
 			},
 			sandbox: podNetns, ifname: "eth0",
-			want: []string{"addr 10.244.1.5"},
+			want: append([]string{"addr 10.244.1.5/32"}, routes...),
 		},
 		{
 			name: "no IPs", result: func() *current.Result { r := base(); r.IPs = nil; return r },
-			sandbox: podNetns, ifname: "eth0",
+			sandbox: podNetns, ifname: "eth0", want: routes,
 		},
 		{
 			name: "unknown interface", result: base, sandbox: podNetns, ifname: "net1",
@@ -263,7 +273,7 @@ func TestExpectedFromResult(t *testing.T) {
 		},
 		{
 			name: "host interface, outside any sandbox", result: base, sandbox: "", ifname: "amv0123456789ab",
-			want: []string{"addr 169.254.1.1"},
+			want: append([]string{"addr 169.254.1.1/32"}, routes...),
 		},
 		{
 			name: "bad address",
@@ -274,6 +284,16 @@ func TestExpectedFromResult(t *testing.T) {
 			},
 			sandbox: podNetns, ifname: "eth0",
 			wantErr: "bad address",
+		},
+		{
+			name: "bad route",
+			result: func() *current.Result {
+				r := base()
+				r.Routes = append(r.Routes, &types.Route{GW: net.ParseIP("10.244.1.1")})
+				return r
+			},
+			sandbox: podNetns, ifname: "eth0",
+			wantErr: "bad route destination",
 		},
 	}
 	for _, tt := range tests {
@@ -292,16 +312,11 @@ func TestExpectedFromResult(t *testing.T) {
 			for _, a := range e.addrs {
 				got = append(got, "addr "+a.String())
 			}
-			for _, g := range e.gws {
-				got = append(got, "gw "+g.String())
+			for _, r := range e.routes {
+				got = append(got, "route "+r.String())
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("expected (-want +got):\n%s", diff)
-			}
-			for _, a := range append(e.addrs, e.gws...) {
-				if a.Is4In6() {
-					t.Errorf("%s is not unmapped", a)
-				}
 			}
 		})
 	}
