@@ -907,6 +907,30 @@ func TestConformance(t *testing.T) {
 		if got := confAllocs(t, dataDir); len(got) != 0 {
 			t.Errorf("a failed ADD left addresses reserved: %v", got)
 		}
+		// The runtime DELs after a failed ADD, with the same configuration:
+		// no pod range is no reason to fail it.
+		if err := e.del(empty, rt); err != nil {
+			t.Errorf("DEL without podCIDRs after the failed ADD: %v", err)
+		}
+		// What was attached with a range, DEL and GC without one release.
+		e.mustAdd(t, good, rt)
+		if err := e.del(empty, rt); err != nil {
+			t.Errorf("DEL without podCIDRs: %v", err)
+		}
+		if got := confAllocs(t, dataDir); len(got) != 0 {
+			t.Errorf("DEL without podCIDRs left addresses reserved: %v", got)
+		}
+		if confLinkExists(t, e.node, HostVethName(rt.ContainerID, "eth0")) {
+			t.Errorf("DEL without podCIDRs left the node end")
+		}
+		e.mustAdd(t, good, rt)
+		gcCNI := libcni.NewCNIConfigWithCacheDir([]string{e.binDir}, filepath.Join(tmp, "gc-cache-empty"), nil)
+		if err := e.inNode(func(ctx context.Context) error { return gcCNI.GCNetworkList(ctx, empty, &libcni.GCArgs{}) }); err != nil {
+			t.Errorf("GC without podCIDRs: %v", err)
+		}
+		if got := confAllocs(t, dataDir); len(got) != 0 {
+			t.Errorf("GC without podCIDRs left addresses reserved: %v", got)
+		}
 	})
 
 	t.Run("9-concurrent-add", func(t *testing.T) {

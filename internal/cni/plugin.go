@@ -180,13 +180,15 @@ func (p *plugin) del(args *skel.CmdArgs) error {
 	if cerr != nil {
 		return cerr
 	}
-	// DEL succeeds when the namespace, the interface or the address is gone already.
+	// DEL succeeds when the namespace, the interface or the address is gone
+	// already. It needs no pod range: the runtime deletes after a failed ADD
+	// too, also one that failed because the node had no range yet.
 	if err := teardownPod(args.Netns, args.IfName, HostVethName(args.ContainerID, args.IfName)); err != nil {
 		return asCNIError(err, "remove pod interface")
 	}
-	alloc, err := ipam.New(conf.DataDir, conf.ranges)
+	alloc, err := ipam.Open(conf.DataDir)
 	if err != nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
+		return types.NewError(types.ErrIOFailure, "open IPAM state", err.Error())
 	}
 	if err := alloc.Release(ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
 		return types.NewError(types.ErrIOFailure, "release pod address", err.Error())
@@ -241,9 +243,10 @@ func (p *plugin) gc(args *skel.CmdArgs) error {
 	if cerr != nil {
 		return cerr
 	}
-	alloc, err := ipam.New(conf.DataDir, conf.ranges)
+	// Like DEL, GC needs no pod range: it collects in every range directory.
+	alloc, err := ipam.Open(conf.DataDir)
 	if err != nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "invalid IPAM configuration", err.Error())
+		return types.NewError(types.ErrIOFailure, "open IPAM state", err.Error())
 	}
 	valid := make([]ipam.Attachment, 0, len(conf.ValidAttachments))
 	keep := map[string]bool{}

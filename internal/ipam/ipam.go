@@ -78,11 +78,26 @@ type Allocator struct {
 // one address is left after reserving, no overlap) and returns an allocator whose state lives in dataDir
 // (created 0700 if missing). Errors name the bad range.
 func New(dataDir string, ranges []netip.Prefix) (*Allocator, error) {
-	if dataDir == "" {
-		return nil, errors.New("ipam: no data directory")
-	}
 	if err := validateRanges(ranges); err != nil {
 		return nil, err
+	}
+	a, err := Open(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ranges {
+		a.spans = append(a.spans, newSpan(p))
+	}
+	return a, nil
+}
+
+// Open returns an allocator without ranges over the state in dataDir: it
+// releases, collects and lists what is held in every range directory, which
+// is what DEL and GC need also on a node whose ranges are not known (yet, or
+// any more), but it allocates nothing.
+func Open(dataDir string) (*Allocator, error) {
+	if dataDir == "" {
+		return nil, errors.New("ipam: no data directory")
 	}
 	dir, err := filepath.Abs(dataDir)
 	if err != nil {
@@ -91,11 +106,7 @@ func New(dataDir string, ranges []netip.Prefix) (*Allocator, error) {
 	if err := ensureDir(dir); err != nil {
 		return nil, err
 	}
-	a := &Allocator{dir: dir, scanLimit: defaultScanLimit}
-	for _, p := range ranges {
-		a.spans = append(a.spans, newSpan(p))
-	}
-	return a, nil
+	return &Allocator{dir: dir, scanLimit: defaultScanLimit}, nil
 }
 
 // validateRanges checks the rules documented on New.
@@ -172,6 +183,9 @@ func GatewayOf(p netip.Prefix) netip.Addr {
 func (a *Allocator) Allocate(att Attachment) ([]Allocation, error) {
 	if err := att.validate(); err != nil {
 		return nil, err
+	}
+	if len(a.spans) == 0 {
+		return nil, errors.New("ipam: no pod ranges to allocate from")
 	}
 	var out []Allocation
 	var created []record
@@ -359,7 +373,9 @@ func (a *Allocator) Release(att Attachment) error {
 //
 // It covers every range directory on disk, also ranges that are no longer
 // configured, and releases files that name no owner (left by a crash between
-// creating and writing them). The result is sorted by address.
+// creating and writing them). A file it cannot remove does not stop it: it
+// releases all it can, and returns what it released with the failures. The
+// result is sorted by address.
 func (a *Allocator) GC(valid []Attachment) ([]Allocation, error) {
 	keep := make(map[Attachment]bool, len(valid))
 	for _, att := range valid {
@@ -371,27 +387,26 @@ func (a *Allocator) GC(valid []Attachment) ([]Allocation, error) {
 		if err != nil {
 			return err
 		}
+		var errs []error
 		for _, p := range sortedPrefixes(all) {
 			for _, r := range all[p] {
 				if r.Known && keep[r.Owner] {
 					continue
 				}
 				if err := s.remove(r); err != nil {
-					return err
+					errs = append(errs, err)
+					continue
 				}
 				out = append(out, r.allocation())
 			}
 		}
-		return nil
+		return errors.Join(errs...)
 	})
-	if err != nil {
-		return nil, err
-	}
 	sortAllocations(out)
 	if out == nil {
 		out = []Allocation{}
 	}
-	return out, nil
+	return out, err
 }
 
 // InUse lists all current allocations (sorted by address) — for metrics and `amime status`.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func pfx(t *testing.T, s string) netip.Prefix {
@@ -729,5 +731,66 @@ func TestOnDiskLayout(t *testing.T) {
 	}
 	if len(found) != len(files) {
 		t.Errorf("files %v, want %d files", found, len(files))
+	}
+}
+
+// TestOpenWithoutRanges: an allocator without ranges (DEL and GC on a node
+// whose ranges are not known) releases and collects in every range directory
+// but hands nothing out.
+func TestOpenWithoutRanges(t *testing.T) {
+	dir := t.TempDir()
+	full := newAllocator(t, dir, "10.244.1.0/24", "fd00::/64")
+	for _, at := range []Attachment{att("c1", "eth0"), att("c2", "eth0"), att("c3", "eth0")} {
+		mustAllocate(t, full, at) // .2-.4, ::2-::4
+	}
+	a, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Allocate(att("c9", "eth0")); err == nil || !strings.Contains(err.Error(), "no pod ranges") {
+		t.Errorf("Allocate without ranges = %v, %v; want an error naming the missing ranges", got, err)
+	}
+	if err := a.Release(att("c1", "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	released, err := a.GC([]Attachment{att("c3", "eth0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := addrsOf(released), []string{"10.244.1.3", "fd00::3"}; !slices.Equal(got, want) {
+		t.Errorf("GC released %v, want %v", got, want)
+	}
+	if got, want := mustInUse(t, a), []string{"10.244.1.4", "fd00::4"}; !slices.Equal(got, want) {
+		t.Errorf("InUse = %v, want %v", got, want)
+	}
+	if _, err := Open(""); err == nil {
+		t.Error("Open without a directory: no error")
+	}
+}
+
+// TestGCContinuesPastFailures: an allocation GC cannot remove (its range
+// directory is read-only here) does not keep it from releasing the others,
+// and the failure is reported.
+func TestGCContinuesPastFailures(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a read-only bind mount")
+	}
+	dir := t.TempDir()
+	a := newAllocator(t, dir, "10.244.1.0/24", "fd00::/64")
+	mustAllocate(t, a, att("gone", "eth0")) // 10.244.1.2, fd00::2
+	ro := filepath.Join(dir, "10.244.1.0_24")
+	if err := unix.Mount(ro, ro, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("bind mount: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(ro, unix.MNT_DETACH) })
+	if err := unix.Mount("", ro, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	released, err := a.GC(nil)
+	if err == nil || !strings.Contains(err.Error(), "10.244.1.2") {
+		t.Errorf("GC error %v, want one naming 10.244.1.2", err)
+	}
+	if got, want := addrsOf(released), []string{"fd00::2"}; !slices.Equal(got, want) {
+		t.Errorf("GC released %v, want %v (the writable range's)", got, want)
 	}
 }
