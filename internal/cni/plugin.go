@@ -1,13 +1,17 @@
 package cni
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,11 +28,25 @@ import (
 // environment, the configuration on stdin) and returns the exit code. Errors are
 // printed on stdout as the spec's error structure.
 func Main(about string) int {
+	cmd := os.Getenv("CNI_COMMAND")
+	if cmd == "VERSION" {
+		// The skeleton answers with its own protocol version; the spec asks
+		// for the one the input names.
+		return printVersion(os.Stdin, os.Stdout)
+	}
+	if os.Getenv("CNI_PATH") == "" && cmd != "GC" {
+		// Optional for every verb but GC in the spec, required by the
+		// skeleton. The plugin delegates to nothing; its own directory
+		// stands in.
+		if exe, err := os.Executable(); err == nil {
+			os.Setenv("CNI_PATH", filepath.Dir(exe))
+		}
+	}
 	p := &plugin{}
 	if e := skel.PluginMainFuncsWithError(skel.CNIFuncs{
 		Add: p.add, Del: p.del, Check: p.check, GC: p.gc, Status: p.status,
 	}, version.All, about); e != nil {
-		if err := e.Print(); err != nil {
+		if err := printError(os.Stdout, p.cniVersion, e); err != nil {
 			fmt.Fprintln(os.Stderr, "amime cni: write error:", err)
 		}
 		return 1
@@ -36,7 +54,61 @@ func Main(about string) int {
 	return 0
 }
 
-type plugin struct{}
+// printVersion answers VERSION: the versions the plugin supports, under the
+// cniVersion of the input (the current one when the input names none).
+func printVersion(stdin io.Reader, stdout io.Writer) int {
+	var in struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if b, err := io.ReadAll(stdin); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		if err := json.Unmarshal(b, &in); err != nil {
+			_ = printError(stdout, "", types.NewError(types.ErrDecodingFailure, "failed to decode the VERSION input", err.Error()))
+			return 1
+		}
+	}
+	if in.CNIVersion == "" {
+		in.CNIVersion = version.Current()
+	}
+	out := struct {
+		CNIVersion        string   `json:"cniVersion"`
+		SupportedVersions []string `json:"supportedVersions"`
+	}{in.CNIVersion, version.All.SupportedVersions()}
+	if err := json.NewEncoder(stdout).Encode(out); err != nil {
+		fmt.Fprintln(os.Stderr, "amime cni: write version:", err)
+		return 1
+	}
+	return 0
+}
+
+// printError writes the spec's error structure, with the protocol version in
+// use: the configuration's, or the current one when the error came before
+// the configuration was read.
+func printError(w io.Writer, cniVersion string, e *types.Error) error {
+	if cniVersion == "" {
+		cniVersion = version.Current()
+	}
+	return json.NewEncoder(w).Encode(struct {
+		CNIVersion string `json:"cniVersion"`
+		*types.Error
+	}{cniVersion, e})
+}
+
+type plugin struct {
+	cniVersion string // of the configuration, once it parsed
+}
+
+// parse parses the configuration and remembers its version for the error
+// structure, also when the rest of it is wrong. (The skeleton has checked
+// that the version is one the plugin speaks.)
+func (p *plugin) parse(stdin []byte) (*parsedConf, *types.Error) {
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if json.Unmarshal(stdin, &v) == nil {
+		p.cniVersion = v.CNIVersion
+	}
+	return parseConf(stdin)
+}
 
 // hostVethPrefix starts every node-side veth name (routing.PodVethPrefix
 // spells it for the agent).
@@ -55,7 +127,7 @@ func HostVethName(containerID, ifname string) string {
 var v6Gateway = netip.MustParseAddr("fe80::1")
 
 func (p *plugin) add(args *skel.CmdArgs) error {
-	conf, cerr := parseConf(args.StdinData)
+	conf, cerr := p.parse(args.StdinData)
 	if cerr != nil {
 		return cerr
 	}
@@ -176,7 +248,7 @@ func buildResult(conf *parsedConf, links podLinks, netns string, allocs []ipam.A
 }
 
 func (p *plugin) del(args *skel.CmdArgs) error {
-	conf, cerr := parseConf(args.StdinData)
+	conf, cerr := p.parse(args.StdinData)
 	if cerr != nil {
 		return cerr
 	}
@@ -197,7 +269,7 @@ func (p *plugin) del(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) check(args *skel.CmdArgs) error {
-	conf, cerr := parseConf(args.StdinData)
+	conf, cerr := p.parse(args.StdinData)
 	if cerr != nil {
 		return cerr
 	}
@@ -239,7 +311,7 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) gc(args *skel.CmdArgs) error {
-	conf, cerr := parseConf(args.StdinData)
+	conf, cerr := p.parse(args.StdinData)
 	if cerr != nil {
 		return cerr
 	}
@@ -270,7 +342,7 @@ func (p *plugin) gc(args *skel.CmdArgs) error {
 }
 
 func (p *plugin) status(args *skel.CmdArgs) error {
-	conf, cerr := parseConf(args.StdinData)
+	conf, cerr := p.parse(args.StdinData)
 	if cerr != nil {
 		return cerr
 	}
@@ -290,10 +362,15 @@ func (p *plugin) status(args *skel.CmdArgs) error {
 		return types.NewError(50, "the plugin is not available: IPAM state unreadable", err.Error())
 	}
 	for _, r := range conf.ranges {
-		if !r.Addr().Is4() {
-			continue // an IPv6 node range (a /64) does not run out
+		hostBits := r.Addr().BitLen() - r.Bits()
+		if hostBits > 32 {
+			continue // an IPv6 node range of ordinary size (a /64) does not run out
 		}
-		capacity := 1<<(32-r.Bits()) - 3 // network, broadcast and gateway are never handed out
+		// Network, gateway and (IPv4) broadcast are never handed out.
+		capacity := 1<<hostBits - 2
+		if r.Addr().Is4() {
+			capacity--
+		}
 		n := 0
 		for _, a := range inUse {
 			if a.Range == r {
