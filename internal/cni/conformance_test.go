@@ -743,6 +743,25 @@ func TestConformance(t *testing.T) {
 		if err := e.del(list, rtGone); err != nil {
 			t.Errorf("second DEL with the namespace gone: %v", err)
 		}
+
+		// A namespace path that is no namespace (any more): DEL cannot enter
+		// it, but deleting the node end deletes the pair.
+		podOdd := e.newPod(t)
+		rtOdd := confRT(podOdd, "conformance-del-odd", "eth0")
+		e.mustAdd(t, list, rtOdd)
+		rtOdd.NetNS = filepath.Join(tmp, "not-a-netns")
+		if err := os.WriteFile(rtOdd.NetNS, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.del(list, rtOdd); err != nil {
+			t.Errorf("DEL with a namespace path that is no namespace: %v", err)
+		}
+		if confLinkExists(t, e.node, HostVethName(rtOdd.ContainerID, "eth0")) || confLinkExists(t, podOdd, "eth0") {
+			t.Errorf("the veth pair outlived DEL with a namespace path that is no namespace")
+		}
+		if got := confAllocs(t, dataDir); len(got) != 0 {
+			t.Errorf("IPAM still holds %v after DEL with a namespace path that is no namespace", got)
+		}
 	})
 
 	t.Run("6-chaining", func(t *testing.T) {

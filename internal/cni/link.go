@@ -197,6 +197,7 @@ func EnsureGateway(gw netip.Addr) error {
 
 // teardownPod removes the veth pair. Everything already gone is fine.
 func teardownPod(netnsPath, ifname, hostName string) error {
+	var podErr error
 	if netnsPath != "" {
 		err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
 			link, err := netlink.LinkByName(ifname)
@@ -210,14 +211,19 @@ func teardownPod(netnsPath, ifname, hostName string) error {
 		})
 		var nsErr ns.NSPathNotExistErr
 		if err != nil && !errors.As(err, &nsErr) && !strings.Contains(err.Error(), "no such file") {
-			return err
+			podErr = err
 		}
 	}
-	// The node end goes with the pod end; remove it in case the pod end was gone.
-	if link, err := netlink.LinkByName(hostName); err == nil {
-		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-			return fmt.Errorf("delete %s: %w", hostName, err)
-		}
+	// The node end: deleting it deletes the pod end, also when the pod's
+	// namespace could not be entered (a path that is no namespace any more).
+	link, err := netlink.LinkByName(hostName)
+	if err != nil {
+		// No node end, no pair: whatever the pod end was, it is gone, or
+		// it was not ours.
+		return nil
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return errors.Join(podErr, fmt.Errorf("delete %s: %w", hostName, err))
 	}
 	return nil
 }

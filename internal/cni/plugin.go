@@ -134,11 +134,19 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	if cerr := conf.needRanges(); cerr != nil {
 		return cerr
 	}
+	if conf.PrevResult != nil {
+		// Chaining: the previous plugins' result must come through.
+		if _, err := current.NewResultFromResult(conf.PrevResult); err != nil {
+			return types.NewError(types.ErrDecodingFailure, "prevResult cannot be converted to the result type of this version", err.Error())
+		}
+	}
 	if args.Netns == "" {
-		return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS is required for ADD", "")
+		// Code 4, the spec's for a bad environment variable (the library's
+		// 8 is in the reserved range the spec does not define).
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required for ADD", "")
 	}
 	if exists, err := podLinkExists(args.Netns, args.IfName); err != nil {
-		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("cannot open network namespace %s", args.Netns), err.Error())
+		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS: cannot open network namespace %s", args.Netns), err.Error())
 	} else if exists {
 		// The spec: an interface of the requested name must not exist yet. The
 		// addresses of the existing attachment are left as they are.

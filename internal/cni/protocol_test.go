@@ -75,6 +75,12 @@ func TestProtocol(t *testing.T) {
 			wantCode: 1, want: map[string]any{"cniVersion": "1.1.0", "code": 4.0},
 		},
 		{
+			name:  "ADD into a namespace that does not exist",
+			env:   []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=c1", "CNI_NETNS=/var/run/netns/amime-test-none", "CNI_IFNAME=eth0"},
+			stdin: conf("1.1.0", `["10.244.1.0/24"]`), wantCode: 1,
+			want: map[string]any{"cniVersion": "1.1.0", "code": 4.0, "msg": "CNI_NETNS: cannot open network namespace /var/run/netns/amime-test-none"},
+		},
+		{
 			name: "STATUS without CNI_PATH", env: []string{"CNI_COMMAND=STATUS"}, stdin: conf("1.1.0", `["10.244.1.0/24"]`),
 		},
 		{
