@@ -183,6 +183,9 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	return types.PrintResult(res, conf.CNIVersion)
 }
 
+// statusDialTimeout bounds how long STATUS waits for the agent's socket.
+const statusDialTimeout = time.Second
+
 // attachTimeout bounds how long ADD waits for the agent.
 const attachTimeout = 5 * time.Second
 
@@ -359,6 +362,15 @@ func (p *plugin) status(args *skel.CmdArgs) error {
 	}
 	if err := os.MkdirAll(conf.DataDir, 0o700); err != nil {
 		return types.NewError(50, "the plugin is not available: IPAM directory unusable", err.Error())
+	}
+	if conf.AgentSocket != "" {
+		// ADD relies on the agent: a pod it has not programmed stays cut
+		// off by policy (fail closed). The spec asks STATUS to say so.
+		c, err := net.DialTimeout("unix", conf.AgentSocket, statusDialTimeout)
+		if err != nil {
+			return types.NewError(50, "the plugin is not available: the node's amime agent does not answer on "+conf.AgentSocket, err.Error())
+		}
+		c.Close()
 	}
 	// A full range cannot serve ADD (the spec asks STATUS to say so).
 	alloc, err := ipam.New(conf.DataDir, conf.ranges)

@@ -3,7 +3,10 @@ package cni
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -57,5 +60,28 @@ func TestStatusReportsExhaustion(t *testing.T) {
 				t.Fatalf("STATUS after the release: %v", err)
 			}
 		})
+	}
+}
+
+// TestStatusNeedsTheAgent: with an agent socket configured, STATUS answers 50
+// while nothing listens there, and succeeds once the agent does.
+func TestStatusNeedsTheAgent(t *testing.T) {
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "agent.sock")
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"t","type":"amime","podCIDRs":["10.9.9.0/24"],"dataDir":%q,"agentSocket":%q}`, dir, socket)
+	args := &skel.CmdArgs{StdinData: []byte(conf)}
+	p := &plugin{}
+	err := p.status(args)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != 50 || !strings.Contains(te.Msg, "agent does not answer") {
+		t.Fatalf("STATUS without the agent: %v; want code 50 naming the agent", err)
+	}
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := p.status(args); err != nil {
+		t.Fatalf("STATUS with the agent listening: %v", err)
 	}
 }
