@@ -33,7 +33,15 @@ func conflist(podCIDRs []netip.Prefix, mtu, routeMTU int, ipamDir, attachSocket 
 	if routeMTU != 0 {
 		plugin["routeMTU"] = routeMTU
 	}
-	conf := map[string]any{"cniVersion": "1.1.0", "name": "amime", "plugins": []any{plugin}}
+	// A runtime whose libcni knows cniVersions (1.2 and later) takes the
+	// highest of them it speaks, 1.1.0 with GC and STATUS; an older one
+	// reads cniVersion alone and would refuse a version it does not know.
+	conf := map[string]any{
+		"cniVersion":  "1.0.0",
+		"cniVersions": []string{"1.0.0", "1.1.0"},
+		"name":        "amime",
+		"plugins":     []any{plugin},
+	}
 	return json.MarshalIndent(conf, "", "  ")
 }
 

@@ -53,6 +53,14 @@ func TestConflist(t *testing.T) {
 			if list.Name != "amime" || list.CNIVersion != "1.1.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "amime" {
 				t.Fatalf("conflist %s %s with %d plugins", list.Name, list.CNIVersion, len(list.Plugins))
 			}
+			// A runtime that knows no cniVersions reads a version it speaks
+			// if it speaks 1.0.
+			var top struct {
+				CNIVersion string `json:"cniVersion"`
+			}
+			if err := json.Unmarshal(b, &top); err != nil || top.CNIVersion != "1.0.0" {
+				t.Errorf("cniVersion for runtimes without cniVersions: %q, %v; want 1.0.0", top.CNIVersion, err)
+			}
 			var plugin struct {
 				PodCIDRs []string `json:"podCIDRs"`
 				MTU      int      `json:"mtu"`
