@@ -390,11 +390,13 @@ func hasRoute(w expectedRoute) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("list routes: %w", err)
 	}
+	// A default route comes without a destination.
+	def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if family == netlink.FAMILY_V6 {
+		def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
 	for _, r := range routes {
-		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-		if family == netlink.FAMILY_V6 {
-			dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-		}
+		dst := def
 		if r.Dst != nil {
 			if dst, err = prefixOf(*r.Dst); err != nil {
 				continue

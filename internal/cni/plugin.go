@@ -57,27 +57,34 @@ func Main(about string) int {
 // printVersion answers VERSION: the versions the plugin supports, under the
 // cniVersion of the input (the current one when the input names none).
 func printVersion(stdin io.Reader, stdout io.Writer) int {
-	var in struct {
-		CNIVersion string `json:"cniVersion"`
-	}
+	var in string
 	if b, err := io.ReadAll(stdin); err == nil && len(bytes.TrimSpace(b)) > 0 {
-		if err := json.Unmarshal(b, &in); err != nil {
+		if in, err = cniVersionOf(b); err != nil {
 			_ = printError(stdout, "", types.NewError(types.ErrDecodingFailure, "failed to decode the VERSION input", err.Error()))
 			return 1
 		}
 	}
-	if in.CNIVersion == "" {
-		in.CNIVersion = version.Current()
+	if in == "" {
+		in = version.Current()
 	}
 	out := struct {
 		CNIVersion        string   `json:"cniVersion"`
 		SupportedVersions []string `json:"supportedVersions"`
-	}{in.CNIVersion, version.All.SupportedVersions()}
+	}{in, version.All.SupportedVersions()}
 	if err := json.NewEncoder(stdout).Encode(out); err != nil {
 		fmt.Fprintln(os.Stderr, "amime cni: write version:", err)
 		return 1
 	}
 	return 0
+}
+
+// cniVersionOf is the cniVersion a JSON input names ("" when none).
+func cniVersionOf(b []byte) (string, error) {
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	err := json.Unmarshal(b, &v)
+	return v.CNIVersion, err
 }
 
 // printError writes the spec's error structure, with the protocol version in
@@ -101,13 +108,13 @@ type plugin struct {
 // structure, also when the rest of it is wrong. (The skeleton has checked
 // that the version is one the plugin speaks.)
 func (p *plugin) parse(stdin []byte) (*parsedConf, *types.Error) {
-	var v struct {
-		CNIVersion string `json:"cniVersion"`
+	conf, cerr := parseConf(stdin)
+	if cerr == nil {
+		p.cniVersion = conf.CNIVersion
+	} else if v, err := cniVersionOf(stdin); err == nil {
+		p.cniVersion = v
 	}
-	if json.Unmarshal(stdin, &v) == nil {
-		p.cniVersion = v.CNIVersion
-	}
-	return parseConf(stdin)
+	return conf, cerr
 }
 
 // hostVethPrefix starts every node-side veth name (routing.PodVethPrefix
@@ -303,8 +310,8 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInternal, "CHECK failed", err.Error())
 	}
-	for _, p := range want.addrs {
-		a := p.Addr()
+	for _, w := range want.addrs {
+		a := w.Addr()
 		found := false
 		for _, h := range held {
 			if h.Addr == a {

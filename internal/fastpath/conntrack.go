@@ -67,17 +67,14 @@ func unmarshalConntrackTimeouts(b []byte) ConntrackTimeouts {
 
 // ConntrackTimeouts returns the timeouts the programs give.
 func (k *Kernel) ConntrackTimeouts() (ConntrackTimeouts, error) {
-	var b []byte
-	if err := k.coll.Maps[mapTimeouts].Lookup(uint32(0), &b); err != nil {
-		return ConntrackTimeouts{}, fmt.Errorf("fast path conntrack timeouts: %w", err)
+	b, err := k.value(mapTimeouts, "conntrack timeouts")
+	if err != nil {
+		return ConntrackTimeouts{}, err
 	}
 	return unmarshalConntrackTimeouts(b), nil
 }
 
 // SetConntrackTimeouts sets them.
 func (k *Kernel) SetConntrackTimeouts(t ConntrackTimeouts) error {
-	if err := k.coll.Maps[mapTimeouts].Put(uint32(0), t.marshal()); err != nil {
-		return fmt.Errorf("fast path conntrack timeouts: %w", err)
-	}
-	return nil
+	return k.setValue(mapTimeouts, "conntrack timeouts", t.marshal())
 }

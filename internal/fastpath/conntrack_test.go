@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -116,10 +117,7 @@ func TestReadConntrackTimeouts(t *testing.T) {
 		{name: "not a number", change: map[string]string{"nf_conntrack_udp_timeout_stream": "two minutes"}, wantErr: "nf_conntrack_udp_timeout_stream: strconv.ParseUint"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			files := map[string]string{}
-			for k, v := range all {
-				files[k] = v
-			}
+			files := maps.Clone(all)
 			for k, v := range tc.change {
 				if v == "" {
 					delete(files, k)

@@ -285,11 +285,29 @@ func unmarshalTunnel(b []byte) Tunnel {
 	return t
 }
 
+// value reads the one value of a single-entry array map (the tunnel, the
+// conntrack timeouts); what says what it holds, for the error.
+func (k *Kernel) value(name, what string) ([]byte, error) {
+	var b []byte
+	if err := k.coll.Maps[name].Lookup(uint32(0), &b); err != nil {
+		return nil, fmt.Errorf("fast path %s: %w", what, err)
+	}
+	return b, nil
+}
+
+// setValue writes it.
+func (k *Kernel) setValue(name, what string, b []byte) error {
+	if err := k.coll.Maps[name].Put(uint32(0), b); err != nil {
+		return fmt.Errorf("fast path %s: %w", what, err)
+	}
+	return nil
+}
+
 // Tunnel returns the tunnel the programs take over.
 func (k *Kernel) Tunnel() (Tunnel, error) {
-	var b []byte
-	if err := k.coll.Maps[mapTunnel].Lookup(uint32(0), &b); err != nil {
-		return Tunnel{}, fmt.Errorf("fast path tunnel: %w", err)
+	b, err := k.value(mapTunnel, "tunnel")
+	if err != nil {
+		return Tunnel{}, err
 	}
 	return unmarshalTunnel(b), nil
 }
@@ -299,10 +317,7 @@ func (k *Kernel) SetTunnel(t Tunnel) error {
 	if t.IfIndex != 0 && !t.Local.Is4() {
 		return fmt.Errorf("fast path tunnel: underlay address %v is not IPv4", t.Local)
 	}
-	if err := k.coll.Maps[mapTunnel].Put(uint32(0), t.marshal()); err != nil {
-		return fmt.Errorf("fast path tunnel: %w", err)
-	}
-	return nil
+	return k.setValue(mapTunnel, "tunnel", t.marshal())
 }
 
 // vtepKey is a MAC padded to the vteps map's 8-byte key.
